@@ -1,0 +1,43 @@
+# Two entry points: `make demo` and `make test`. Both create .venv on first use.
+#
+# torch: the CPU build 2.13.0 by default (small, and the one our CI machines carry on disk).
+# On a CUDA machine use e.g. `make demo TORCH=torch` for the default CUDA build of PyPI.
+# gankit itself supports torch 2.11 to 2.14 (see pyproject.toml).
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.gankit-installed
+DEMO_ARGS ?= --data fashion-mnist --model dcgan --max-images 192000 --snapshot-every 32000 --checkpoint-every 32000
+
+.PHONY: demo test data venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+# Fashion-MNIST: Debian's dataset-fashion-mnist where apt-get can install it, else the official
+# mirrors (SHA-256 checked) through `gankit data fetch`.
+data: $(STAMP)
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's dataset-fashion-mnist"; \
+		apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } || \
+		echo "apt-get could not install dataset-fashion-mnist; trying the download mirrors"; \
+	fi
+	$(BIN)/gankit data fetch fashion-mnist
+
+demo: data
+	$(BIN)/gankit train $(DEMO_ARGS) --out runs/demo --overwrite
+	$(BIN)/gankit sample runs/demo -n 64 --out runs/demo/final-samples.png
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

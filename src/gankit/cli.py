@@ -1,0 +1,164 @@
+"""The `gankit` command: parse flags -> config -> call the library. No training logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import gankit
+from gankit.config import DEVICES, MODELS, OPTIMIZERS, TrainConfig
+from gankit.errors import GankitError
+from gankit.losses import G_LOSSES
+
+DATA_HELP = ("fashion-mnist, mnist, folder:PATH, npz:PATH, toy:gauss1d, toy:mixture1d, "
+             "toy:ring8 or toy:grid25")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except GankitError as exc:
+        print(f"gankit: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    except KeyboardInterrupt:
+        print("gankit: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gankit", description="Train, sample and evaluate generative adversarial networks.")
+    parser.add_argument("--version", action="version", version=f"gankit {gankit.__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_train(commands)
+    _add_sample(commands)
+    _add_data(commands)
+    return parser
+
+
+# --- train -------------------------------------------------------------------------------------
+
+def _add_train(commands) -> None:
+    p = commands.add_parser(
+        "train", help="train a GAN (Algorithm 1)",
+        description="Train a GAN with Algorithm 1 of Goodfellow et al.: k D steps per G step. "
+        "Unset flags take the defaults shown; with --resume, the run's stored values.",
+        argument_default=argparse.SUPPRESS)  # only flags the user typed reach the config
+    d = TrainConfig.__dataclass_fields__
+
+    def opt(name: str, type_, help_: str, **kw) -> None:
+        default = d[name].default
+        g.add_argument("--" + name.replace("_", "-"), dest=name, type=type_,
+                       help=f"{help_} (default: {default})", **kw)
+
+    g = p.add_argument_group("data")
+    opt("data", str, f"dataset: {DATA_HELP}")
+    opt("data_dir", str, "folder holding the IDX files of fashion-mnist / mnist")
+    opt("image_size", int, "resize images to this size (DCGAN: 28, 32, 64, ...)")
+    opt("channels", int, "1 (grey) or 3 (RGB)")
+    g = p.add_argument_group("models")
+    opt("model", str, "model family", choices=MODELS)
+    opt("latent_dim", int, "size d of the noise z ~ N(0, I)")
+    opt("g_width", int, "G width: DCGAN base channels (64) or MLP hidden units (512)")
+    opt("d_width", int, "D width, likewise")
+    g = p.add_argument_group("Algorithm 1")
+    opt("g_loss", str, "generator loss", choices=G_LOSSES)
+    opt("k", int, "discriminator steps per generator step")
+    opt("batch_size", int, "minibatch size m")
+    opt("optimizer", str, "optimiser for both players", choices=OPTIMIZERS)
+    opt("lr_g", float, "G learning rate; unset: 2e-4 for adam, 0.01 for sgd")
+    opt("lr_d", float, "D learning rate; unset: as for G")
+    opt("beta1", float, "Adam beta1")
+    opt("beta2", float, "Adam beta2")
+    opt("momentum", float, "SGD momentum")
+    opt("seed", int, "random seed")
+    opt("device", str, "device", choices=DEVICES)
+    g = p.add_argument_group("length and output")
+    opt("max_images", int, "train until this many real images were shown to D "
+        f"(unset and no --epochs: {600_000})")
+    opt("epochs", float, "alternative to --max-images: passes over the training set")
+    opt("snapshot_every", int, "images between sample grids")
+    opt("checkpoint_every", int, "images between checkpoints")
+    opt("log_every", int, "iterations between rows of metrics.jsonl")
+    opt("grid_size", int, "samples in each snapshot grid")
+    p.add_argument("--out", type=Path, help="run folder (default: runs/DATA-MODEL-TIME)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder given as --out")
+    p.set_defaults(run=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from gankit import train
+
+    values = {k: v for k, v in vars(args).items()
+              if k in TrainConfig.__dataclass_fields__}
+    if getattr(args, "resume", None) is not None:
+        if getattr(args, "out", None) is not None and args.out.resolve() != args.resume.resolve():
+            raise GankitError("--resume RUN_DIR continues that folder; do not also give a different --out")
+        if getattr(args, "overwrite", False):
+            raise GankitError("--overwrite and --resume contradict each other; choose one")
+        train.resume(args.resume, values)
+        return 0
+    config = TrainConfig(**values)
+    out = getattr(args, "out", None) or Path("runs") / (
+        f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', config.data).strip('-')}-{config.model}-"
+        f"{time.strftime('%Y%m%d-%H%M%S')}")
+    train.train(config, out, overwrite=getattr(args, "overwrite", False))
+    return 0
+
+
+# --- sample ------------------------------------------------------------------------------------
+
+def _add_sample(commands) -> None:
+    p = commands.add_parser("sample", help="draw samples from a trained generator",
+                            description="Draw samples from a checkpoint or a run folder's last checkpoint.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="FILE.png (one grid), FILE.npz (uint8 images or float points) or DIR (one PNG each)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.set_defaults(run=_cmd_sample)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from gankit.sample import sample
+
+    out = sample(args.checkpoint, args.n, args.out, seed=args.seed, device=args.device)
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def _add_data(commands) -> None:
+    p = commands.add_parser("data", help="find, download or describe a dataset")
+    sub = p.add_subparsers(title="data commands", metavar="ACTION")
+    for action, help_ in (("fetch", "find the dataset or download it (SHA-256 checked)"),
+                          ("info", "say where the dataset is and what it holds")):
+        q = sub.add_parser(action, help=help_)
+        q.add_argument("name", metavar="NAME", help="fashion-mnist or mnist")
+        q.add_argument("--data-dir", help="folder to look in (and download to)")
+        q.set_defaults(run=_cmd_data, action=action)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from gankit.data import mnist
+
+    if args.name not in ("fashion-mnist", "mnist"):
+        raise GankitError(f"data {args.action}: unknown dataset {args.name!r}; use fashion-mnist or mnist")
+    if args.action == "fetch":
+        path = mnist.fetch(args.name, args.data_dir)
+        print(f"{args.name}: files in {path}")
+    else:
+        print(json.dumps(mnist.info(args.name, args.data_dir), indent=2, default=str))
+    return 0

@@ -1,0 +1,139 @@
+"""The training configuration: one typed dataclass, validated once, at the boundary.
+
+Errors name the command-line flag (`--batch-size`), the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+
+from gankit.errors import ConfigError
+from gankit.losses import G_LOSSES
+
+MODELS = ("dcgan", "mlp")
+OPTIMIZERS = ("adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Fields that may differ when a run is resumed: how long, where and how often, never what is trained.
+RESUMABLE_CHANGES = frozenset(
+    {"max_images", "epochs", "device", "snapshot_every", "checkpoint_every", "log_every"}
+)
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = "fashion-mnist"
+    data_dir: str | None = None
+    image_size: int | None = None  # None: the dataset's own size
+    channels: int | None = None  # None: the dataset's own channels
+    # models
+    model: str = "dcgan"
+    latent_dim: int = 100
+    g_width: int | None = None  # None: 64 base channels for dcgan, 512 hidden units for mlp
+    d_width: int | None = None
+    # Algorithm 1
+    g_loss: str = "non-saturating"
+    k: int = 1
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr_g: float | None = None  # None: 2e-4 for adam (DCGAN), 0.01 for sgd
+    lr_d: float | None = None
+    beta1: float = 0.5  # adam (DCGAN: 0.5)
+    beta2: float = 0.999
+    momentum: float = 0.5  # sgd (the GAN paper started at 0.5)
+    # length: exactly one of max_images / epochs is used; epochs is resolved into max_images
+    max_images: int | None = None
+    epochs: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    # output
+    snapshot_every: int = 25_600  # images between sample grids
+    checkpoint_every: int = 51_200  # images between checkpoints (also saved at the end)
+    log_every: int = 1  # iterations between metrics.jsonl rows
+    grid_size: int = 64  # samples in each snapshot grid
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def lr_g_resolved(self) -> float:
+        return self.lr_g if self.lr_g is not None else _default_lr(self.optimizer)
+
+    @property
+    def lr_d_resolved(self) -> float:
+        return self.lr_d if self.lr_d is not None else _default_lr(self.optimizer)
+
+    def validate(self) -> None:
+        _choice("model", self.model, MODELS)
+        _choice("g_loss", self.g_loss, G_LOSSES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("device", self.device, DEVICES)
+        for name in ("latent_dim", "k", "batch_size", "snapshot_every", "checkpoint_every",
+                     "log_every", "grid_size"):
+            _positive_int(name, getattr(self, name))
+        for name in ("image_size", "channels", "g_width", "d_width", "max_images"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if self.channels is not None and self.channels not in (1, 3):
+            raise ConfigError(f"{flag('channels')} must be 1 or 3, got {self.channels}")
+        for name in ("lr_g", "lr_d", "epochs"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and 0 < value < float("inf")):
+                raise ConfigError(f"{flag(name)} must be a positive number, got {value!r}")
+        for name in ("beta1", "beta2", "momentum"):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 <= value < 1):
+                raise ConfigError(f"{flag(name)} must be in [0, 1), got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"{flag('seed')} must be a non-negative integer, got {self.seed!r}")
+        if self.max_images is not None and self.epochs is not None:
+            raise ConfigError("give either --max-images or --epochs, not both")
+        if self.model == "dcgan" and self.data.startswith("toy:"):
+            raise ConfigError(
+                f"--model dcgan needs image data, but --data {self.data} is a toy distribution; use --model mlp"
+            )
+        if self.image_size is not None and self.data.startswith("toy:"):
+            raise ConfigError(f"{flag('image_size')} does not apply to toy data ({self.data})")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown config keys {unknown}; known keys: {sorted(known)}")
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a wrong type that validate() could not phrase
+            raise ConfigError(f"{source}: {exc}") from None
+
+
+def flag(name: str) -> str:
+    """The command-line flag for a config field: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def _default_lr(optimizer: str) -> float:
+    return 2e-4 if optimizer == "adam" else 0.01
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{flag(name)} must be a positive integer, got {value!r}")
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{flag(name)} must be one of {', '.join(allowed)}; got {value!r}")

@@ -1,0 +1,70 @@
+"""Minibatches of real samples for Algorithm 1, with a state small enough to checkpoint.
+
+Images are drawn without replacement within an epoch; epoch e uses the permutation seeded by
+(seed, e), so the whole data order is one counter (images consumed) and resumes exactly.
+Toy distributions are sampled afresh from a generator whose state is checkpointed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gankit.data import ImageDataset, ToyDataset
+
+
+class ImageBatches:
+    def __init__(self, dataset: ImageDataset, seed: int, device: torch.device):
+        self.dataset = dataset
+        self.images = dataset.images.to(device)  # (N, C, H, W), uint8 or float in [-1, 1]
+        self.seed = seed
+        self.position = 0  # images consumed since the start of training
+        self._perm_epoch = -1
+        self._perm = torch.empty(0, dtype=torch.long)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(len(self.images), generator=g).to(self.images.device)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def next(self, m: int) -> torch.Tensor:
+        """The next m images as float (m, C, H, W) in [-1, 1]; crosses epoch boundaries."""
+        n = len(self.images)
+        parts, need = [], m
+        while need > 0:
+            epoch, offset = divmod(self.position, n)
+            take = min(need, n - offset)
+            parts.append(self._permutation(epoch)[offset:offset + take])
+            self.position += take
+            need -= take
+        index = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self.dataset.to_float(self.images[index])
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position = int(state["position"])
+
+
+class ToyBatches:
+    def __init__(self, dataset: ToyDataset, seed: int, device: torch.device):
+        self.dataset = dataset
+        self.generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 7)
+
+    def next(self, m: int) -> torch.Tensor:
+        return self.dataset.sample(m, self.generator)  # (m, dim)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def batches_for(dataset: ImageDataset | ToyDataset, seed: int,
+                device: torch.device) -> ImageBatches | ToyBatches:
+    if isinstance(dataset, ToyDataset):
+        return ToyBatches(dataset, seed, device)
+    return ImageBatches(dataset, seed, device)

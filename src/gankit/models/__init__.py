@@ -1,0 +1,45 @@
+"""Model families: config + data shape -> (generator, discriminator), with DCGAN's N(0, 0.02) init."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from gankit.config import TrainConfig
+from gankit.errors import ConfigError
+from gankit.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from gankit.models.mlp import MLPDiscriminator, MLPGenerator
+
+DEFAULT_WIDTH = {"dcgan": 64, "mlp": 512}
+
+
+def build_models(config: TrainConfig, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    """G and D for data of shape (C, H, W) (images) or (dim,) (toy points), freshly initialised."""
+    g_width = config.g_width or DEFAULT_WIDTH[config.model]
+    d_width = config.d_width or DEFAULT_WIDTH[config.model]
+    if config.model == "dcgan":
+        if len(data_shape) != 3 or data_shape[1] != data_shape[2]:
+            raise ConfigError(f"--model dcgan needs square images, got data of shape {tuple(data_shape)}")
+        channels, size = data_shape[0], data_shape[1]
+        try:
+            G = DCGANGenerator(config.latent_dim, channels, size, g_width)
+            D = DCGANDiscriminator(channels, size, d_width)
+        except ValueError as exc:
+            raise ConfigError(f"--image-size: {exc}") from None
+    else:
+        images = len(data_shape) == 3
+        G = MLPGenerator(config.latent_dim, data_shape, g_width, tanh=images)
+        D = MLPDiscriminator(data_shape, d_width)
+    G.apply(init_weights)
+    D.apply(init_weights)
+    return G, D
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN's initialisation: weights ~ N(0, 0.02), batch-norm scale ~ N(1, 0.02), biases 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,358 @@
+"""The training loop: Algorithm 1 of Goodfellow et al. (2014), k discriminator steps per generator step.
+
+Progress is counted in real images shown to D (k * batch_size per iteration), so schedules do not
+depend on the batch size. Every iteration logs D and G losses, mean D(x), mean D(G(z)) before and
+after the G step, the minibatch estimate of V and both gradient norms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import nn
+
+import gankit
+from gankit import checkpoint, runs
+from gankit.config import RESUMABLE_CHANGES, TrainConfig, flag
+from gankit.data import ImageDataset, ToyDataset, load_dataset
+from gankit.data.batches import batches_for
+from gankit.devices import resolve_device
+from gankit.errors import ConfigError, GankitError
+from gankit.imagegrid import save_grid, save_png, scatter
+from gankit.losses import discriminator_loss, generator_loss, value
+from gankit.models import build_models
+from gankit.progress import Progress
+
+DEFAULT_MAX_IMAGES = 600_000  # 10 epochs of (Fashion-)MNIST when neither --max-images nor --epochs is given
+STAT_NAMES = ("d_loss", "g_loss", "value", "d_real", "d_fake", "d_fake_g_before",
+              "d_fake_g_after", "grad_norm_d", "grad_norm_g")
+
+
+class TrainingDiverged(GankitError):
+    """A loss or gradient became NaN or Inf."""
+
+
+class TrainingInterrupted(GankitError):
+    """SIGINT or SIGTERM: a checkpoint was saved and training stopped cleanly."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    images_seen: int
+    iterations: int
+    last_stats: dict[str, float]
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, overwrite: bool = False,
+          stream: TextIO | None = None) -> TrainResult:
+    """Start a new run in run_dir and train it to config's length."""
+    run_dir = Path(run_dir)
+    device = resolve_device(config.device)
+    dataset = _load_data(config)
+    runs.prepare_new(run_dir, overwrite=overwrite)
+    return _run(config, run_dir, dataset, device, record=None, stream=stream)
+
+
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *,
+           stream: TextIO | None = None) -> TrainResult:
+    """Continue the run in run_dir from checkpoints/last.pt, exactly where it stopped."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise GankitError(f"--resume {run_dir}: no such run folder")
+    path = checkpoint.resolve(run_dir)
+    record = checkpoint.load(path)
+    config = resumed_config(checkpoint.config_of(record, path), overrides or {})
+    device = resolve_device(config.device)
+    dataset = _load_data(config)
+    return _run(config, run_dir, dataset, device, record=record, stream=stream)
+
+
+def resumed_config(stored: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """The stored config with the flags a resume may change; any other differing flag is an error."""
+    changed = {}
+    for name, new in overrides.items():
+        old = getattr(stored, name)
+        if new == old:
+            continue
+        if name not in RESUMABLE_CHANGES:
+            raise ConfigError(
+                f"{flag(name)} {new} differs from the run's {name} = {old}; a resumed run keeps its "
+                f"training config (only {', '.join(sorted(flag(n) for n in RESUMABLE_CHANGES))} may change)"
+            )
+        changed[name] = new
+    if "max_images" in changed:
+        changed.setdefault("epochs", None)
+    elif "epochs" in changed:
+        changed.setdefault("max_images", None)
+    return replace(stored, **changed)
+
+
+def total_images(config: TrainConfig, dataset: ImageDataset | ToyDataset) -> int:
+    """The run's length in images: --max-images, or --epochs passes over the training set."""
+    if config.max_images is not None:
+        return config.max_images
+    if config.epochs is not None:
+        if isinstance(dataset, ToyDataset):
+            raise ConfigError(f"--epochs has no meaning for a toy distribution ({config.data}); use --max-images")
+        return max(1, round(config.epochs * len(dataset)))
+    return DEFAULT_MAX_IMAGES
+
+
+def _load_data(config: TrainConfig) -> ImageDataset | ToyDataset:
+    return load_dataset(config.data, split="train", data_dir=config.data_dir,
+                        image_size=config.image_size, channels=config.channels)
+
+
+def _optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(config.beta1, config.beta2))
+    return torch.optim.SGD(params, lr=lr, momentum=config.momentum)
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    """L2 norm of all of a module's gradients, as a 0-d tensor (no host sync)."""
+    norms = [torch.linalg.vector_norm(p.grad) for p in module.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(*modules: nn.Module):
+    """Forward passes that only measure must not move batch-norm running statistics."""
+    bns = [m for module in modules for m in module.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, momentum in zip(bns, saved):
+            m.momentum = momentum
+
+
+def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
+         device: torch.device, record: dict | None, stream: TextIO | None) -> TrainResult:
+    total = total_images(config, dataset)
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    G, D = build_models(config, dataset.shape)
+    G, D = G.to(device), D.to(device)
+    opt_G = _optimizer(config, G.parameters(), config.lr_g_resolved)
+    opt_D = _optimizer(config, D.parameters(), config.lr_d_resolved)
+    batches = batches_for(dataset, config.seed, device)
+    noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 1)
+    # The snapshot noise is fixed for the whole run, so successive grids show the same z.
+    fixed_z = torch.randn(config.grid_size, config.latent_dim,
+                          generator=torch.Generator().manual_seed(config.seed + 12_345)).to(device)
+    images_seen = iterations = 0
+
+    if record is not None:
+        path = run_dir / runs.CHECKPOINTS / checkpoint.LAST
+        checkpoint.load_state(G, record["G"], "the generator", path)
+        checkpoint.load_state(D, record["D"], "the discriminator", path)
+        checkpoint.load_state(opt_G, record["opt_G"], "the generator's optimiser", path)
+        checkpoint.load_state(opt_D, record["opt_D"], "the discriminator's optimiser", path)
+        images_seen = int(record["progress"]["images_seen"])
+        iterations = int(record["progress"]["iterations"])
+        _set_rng_state(record["rng"], batches, noise)
+        runs.truncate_metrics(run_dir, images_seen)
+
+    runs.write_json(run_dir / runs.CONFIG, {
+        "config": {**config.to_dict(), "max_images_resolved": total},
+        "dataset": {"name": dataset.name, "shape": list(dataset.shape),
+                    "size": len(dataset) if isinstance(dataset, ImageDataset) else None,
+                    "source": getattr(dataset, "source", dataset.name)},
+        "gankit_version": gankit.__version__,
+        "torch_version": torch.__version__,
+        "device": str(device),
+        "params": {"G": sum(p.numel() for p in G.parameters()),
+                   "D": sum(p.numel() for p in D.parameters())},
+    })
+
+    def save_checkpoint() -> Path:
+        path = run_dir / runs.CHECKPOINTS / checkpoint.LAST
+        checkpoint.save(path, {
+            "config": json.dumps(config.to_dict(), sort_keys=True),
+            "data_shape": list(dataset.shape),
+            "G": G.state_dict(), "D": D.state_dict(),
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+            "progress": {"images_seen": images_seen, "iterations": iterations},
+            "rng": _rng_state(batches, noise),
+        })
+        return path
+
+    def snapshot() -> None:
+        G.eval()
+        with torch.no_grad():
+            fake = G(fixed_z)
+        G.train()
+        name = run_dir / runs.SAMPLES / f"{images_seen:09d}.png"
+        if isinstance(dataset, ImageDataset):
+            save_grid(fake, name)
+        elif dataset.shape[0] == 2:
+            save_png(scatter(fake, dataset.sample(512, torch.Generator().manual_seed(0))), name)
+
+    progress = Progress(total, start=images_seen, stream=stream)
+    progress.message(
+        f"gankit: training {config.model} on {dataset.name} {tuple(dataset.shape)} on {device}, "
+        f"k={config.k}, batch {config.batch_size}, {config.g_loss} G loss, {config.optimizer} "
+        f"lr G {config.lr_g_resolved:g} / D {config.lr_d_resolved:g}; run folder {run_dir}"
+    )
+    if images_seen == 0:
+        snapshot()
+    stop = _StopFlag()
+    stats: dict[str, float] = {}
+    m = config.batch_size
+    started = time.perf_counter()
+    with stop.installed(), open(run_dir / runs.METRICS, "a") as metrics_log:
+        while images_seen < total:
+            # D steps (k times): ascend V in D's parameters on fresh real and noise minibatches.
+            d_stats = []
+            for _ in range(config.k):
+                x = batches.next(m)
+                z = torch.randn(m, config.latent_dim, device=device, generator=noise)
+                with torch.no_grad():
+                    fake = G(z)
+                real_logits, fake_logits = D(x), D(fake)
+                loss_d = discriminator_loss(real_logits, fake_logits)
+                opt_D.zero_grad(set_to_none=True)
+                loss_d.backward()
+                norm_d = grad_norm(D)
+                opt_D.step()
+                d_stats.append(torch.stack([
+                    loss_d.detach(), torch.sigmoid(real_logits.detach()).mean(),
+                    torch.sigmoid(fake_logits.detach()).mean(), norm_d]))
+            d_loss, d_real, d_fake, norm_d = torch.stack(d_stats).mean(0)
+
+            # G step: one step on the chosen generator loss; D's weights are held fixed.
+            z = torch.randn(m, config.latent_dim, device=device, generator=noise)
+            D.requires_grad_(False)
+            fake_logits = D(G(z))
+            loss_g = generator_loss(fake_logits, config.g_loss)
+            opt_G.zero_grad(set_to_none=True)
+            loss_g.backward()
+            norm_g = grad_norm(G)
+            opt_G.step()
+            with torch.no_grad(), frozen_batchnorm_stats(G, D):
+                d_fake_after = torch.sigmoid(D(G(z))).mean()  # same z, after G moved
+            D.requires_grad_(True)
+
+            iterations += 1
+            images_seen += config.k * m
+
+            # Logging / divergence check: one host sync per iteration.
+            values = torch.stack([
+                d_loss, loss_g.detach(), -d_loss, d_real, d_fake,
+                torch.sigmoid(fake_logits.detach()).mean(), d_fake_after, norm_d, norm_g,
+            ]).tolist()
+            stats = dict(zip(STAT_NAMES, values))
+            if not all(math.isfinite(v) for v in values):
+                bad = ", ".join(f"{k} = {v}" for k, v in stats.items() if not math.isfinite(v))
+                last = run_dir / runs.CHECKPOINTS / checkpoint.LAST
+                raise TrainingDiverged(
+                    f"training diverged at iteration {iterations} ({images_seen} images): {bad}. "
+                    + (f"The last good checkpoint is {last}. " if last.is_file() else "No checkpoint was saved yet. ")
+                    + "Try a lower learning rate (--lr-d / --lr-g) or the non-saturating loss."
+                )
+            if iterations % config.log_every == 0:
+                row = {"iteration": iterations, "images": images_seen,
+                       "time": round(time.perf_counter() - started, 3), **stats}
+                metrics_log.write(json.dumps(row) + "\n")
+            progress.update(images_seen, stats)
+
+            # Snapshots and checkpoints, at the image counts that crossed their intervals.
+            done = images_seen >= total
+            before = images_seen - config.k * m
+            if done or images_seen // config.snapshot_every > before // config.snapshot_every:
+                snapshot()
+            if done or images_seen // config.checkpoint_every > before // config.checkpoint_every:
+                metrics_log.flush()
+                save_checkpoint()
+            if stop.signal is not None and not done:
+                metrics_log.flush()
+                path = save_checkpoint()
+                progress.update(images_seen, stats, force=True)
+                progress.close()
+                name = signal.Signals(stop.signal).name
+                raise TrainingInterrupted(
+                    f"{name} received: stopped at {images_seen} images; checkpoint saved to {path}. "
+                    f"Continue with: gankit train --resume {run_dir}",
+                    exit_code=128 + stop.signal,
+                )
+    progress.update(images_seen, stats, force=True)
+    progress.close()
+    progress.message(f"gankit: done, {images_seen} images in {iterations} iterations; "
+                     f"samples in {run_dir / runs.SAMPLES}, checkpoint {run_dir / runs.CHECKPOINTS / checkpoint.LAST}")
+    return TrainResult(run_dir, images_seen, iterations, stats)
+
+
+def _rng_state(batches, noise: torch.Generator) -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "noise": noise.get_state(),
+        "data": batches.state_dict(),
+        "python": json.dumps(random.getstate()),
+        "numpy": json.dumps(_numpy_state()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], batches, noise: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    noise.set_state(state["noise"])
+    batches.load_state_dict(state["data"])
+    version, internal, gauss = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = json.loads(state["numpy"])
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> list:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag that the loop reads between iterations, so a checkpoint is
+    always taken at a consistent point. A second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
