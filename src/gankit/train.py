@@ -30,7 +30,7 @@ from gankit.data.batches import batches_for
 from gankit.devices import resolve_device
 from gankit.errors import ConfigError, GankitError
 from gankit.imagegrid import save_grid, save_png, scatter
-from gankit.losses import discriminator_loss, generator_loss, value
+from gankit.losses import discriminator_loss, generator_loss
 from gankit.models import build_models
 from gankit.progress import Progress
 
@@ -142,7 +142,7 @@ def frozen_batchnorm_stats(*modules: nn.Module):
     try:
         yield
     finally:
-        for m, momentum in zip(bns, saved):
+        for m, momentum in zip(bns, saved, strict=True):
             m.momentum = momentum
 
 
@@ -262,7 +262,7 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
                 d_loss, loss_g.detach(), -d_loss, d_real, d_fake,
                 torch.sigmoid(fake_logits.detach()).mean(), d_fake_after, norm_d, norm_g,
             ]).tolist()
-            stats = dict(zip(STAT_NAMES, values))
+            stats = dict(zip(STAT_NAMES, values, strict=True))
             if not all(math.isfinite(v) for v in values):
                 bad = ", ".join(f"{k} = {v}" for k, v in stats.items() if not math.isfinite(v))
                 last = run_dir / runs.CHECKPOINTS / checkpoint.LAST

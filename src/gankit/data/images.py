@@ -38,7 +38,7 @@ def load_folder(path: str | os.PathLike, image_size: int | None = None,
     mode = "L" if channels == 1 else "RGB"
     arrays = []
     first_size = pictures[0].size
-    for file, picture in zip(files, pictures):
+    for file, picture in zip(files, pictures, strict=True):
         picture = picture.convert(mode)
         if image_size is not None:
             picture = _resize_crop(picture, image_size)
