@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gankit-installed
-DEMO_ARGS ?= --data fashion-mnist --model dcgan --max-images 192000 --snapshot-every 32000 --checkpoint-every 32000
+DEMO_ARGS ?= --data fashion-mnist --model dcgan --g-width 32 --d-width 32 --batch-size 64 --max-images 192000 --snapshot-every 32000 --checkpoint-every 32000
 
 .PHONY: demo test data venv clean
 
@@ -36,7 +36,7 @@ demo: data
 	$(BIN)/gankit sample runs/demo -n 64 --out runs/demo/final-samples.png
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -146,3 +146,16 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     record = checkpoint.load(run / "checkpoints" / "last.pt")
     rows = runs.read_metrics(run)
     assert rows[-1]["images"] == record["progress"]["images_seen"]
+
+
+def test_on_nan_rollback_reloads_the_last_checkpoint_with_halved_learning_rates(tmp_path):
+    config = TrainConfig(**TOY, optimizer="sgd", lr_d=100.0, lr_g=100.0, batch_size=8,
+                         max_images=8 * 200, checkpoint_every=8, on_nan="rollback")
+    with pytest.raises(TrainingDiverged, match="Rolled back the most times allowed"):
+        train(config, tmp_path / "run")
+    events = [r for r in runs.read_metrics(tmp_path / "run") if r.get("event") == "rollback"]
+    assert [e["lr_d"] for e in events] == [50.0, 25.0, 12.5]
+    assert all(e["lr_g"] == e["lr_d"] for e in events)
+    rows = [r for r in runs.read_metrics(tmp_path / "run") if "event" not in r]
+    images = [r["images"] for r in rows]
+    assert images == sorted(images) and len(set(images)) == len(images), "no repeated rows after a rollback"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import gankit
-from gankit.config import DEVICES, MODELS, OPTIMIZERS, TrainConfig
+from gankit.config import DEVICES, MODELS, ON_NAN, OPTIMIZERS, TrainConfig
 from gankit.errors import GankitError
 from gankit.losses import G_LOSSES
 
@@ -90,6 +90,8 @@ def _add_train(commands) -> None:
     opt("checkpoint_every", int, "images between checkpoints")
     opt("log_every", int, "iterations between rows of metrics.jsonl")
     opt("grid_size", int, "samples in each snapshot grid")
+    opt("on_nan", str, "on a NaN/Inf loss or gradient: stop, or roll back to the last checkpoint "
+        "with halved learning rates (at most 3 times)", choices=ON_NAN)
     p.add_argument("--out", type=Path, help="run folder (default: runs/DATA-MODEL-TIME)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder given as --out")

@@ -15,10 +15,11 @@ from gankit.losses import G_LOSSES
 MODELS = ("dcgan", "mlp")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
+ON_NAN = ("stop", "rollback")
 
 # Fields that may differ when a run is resumed: how long, where and how often, never what is trained.
 RESUMABLE_CHANGES = frozenset(
-    {"max_images", "epochs", "device", "snapshot_every", "checkpoint_every", "log_every"}
+    {"max_images", "epochs", "device", "snapshot_every", "checkpoint_every", "log_every", "on_nan"}
 )
 
 
@@ -54,6 +55,7 @@ class TrainConfig:
     checkpoint_every: int = 51_200  # images between checkpoints (also saved at the end)
     log_every: int = 1  # iterations between metrics.jsonl rows
     grid_size: int = 64  # samples in each snapshot grid
+    on_nan: str = "stop"  # stop, or rollback to the last checkpoint with halved learning rates
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,6 +73,7 @@ class TrainConfig:
         _choice("g_loss", self.g_loss, G_LOSSES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
+        _choice("on_nan", self.on_nan, ON_NAN)
         for name in ("latent_dim", "k", "batch_size", "snapshot_every", "checkpoint_every",
                      "log_every", "grid_size"):
             _positive_int(name, getattr(self, name))

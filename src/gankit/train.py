@@ -28,13 +28,14 @@ from gankit.config import RESUMABLE_CHANGES, TrainConfig, flag
 from gankit.data import ImageDataset, ToyDataset, load_dataset
 from gankit.data.batches import batches_for
 from gankit.devices import resolve_device
-from gankit.errors import ConfigError, GankitError
+from gankit.errors import CheckpointError, ConfigError, GankitError
 from gankit.imagegrid import save_grid, save_png, scatter
 from gankit.losses import discriminator_loss, generator_loss
 from gankit.models import build_models
 from gankit.progress import Progress
 
 DEFAULT_MAX_IMAGES = 600_000  # 10 epochs of (Fashion-)MNIST when neither --max-images nor --epochs is given
+MAX_ROLLBACKS = 3  # --on-nan rollback: give up after this many
 STAT_NAMES = ("d_loss", "g_loss", "value", "d_real", "d_fake", "d_fake_g_before",
               "d_fake_g_after", "grad_norm_d", "grad_norm_g")
 
@@ -161,17 +162,25 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
     # The snapshot noise is fixed for the whole run, so successive grids show the same z.
     fixed_z = torch.randn(config.grid_size, config.latent_dim,
                           generator=torch.Generator().manual_seed(config.seed + 12_345)).to(device)
-    images_seen = iterations = 0
+    last = run_dir / runs.CHECKPOINTS / checkpoint.LAST
 
-    if record is not None:
-        path = run_dir / runs.CHECKPOINTS / checkpoint.LAST
-        checkpoint.load_state(G, record["G"], "the generator", path)
-        checkpoint.load_state(D, record["D"], "the discriminator", path)
-        checkpoint.load_state(opt_G, record["opt_G"], "the generator's optimiser", path)
-        checkpoint.load_state(opt_D, record["opt_D"], "the discriminator's optimiser", path)
-        images_seen = int(record["progress"]["images_seen"])
-        iterations = int(record["progress"]["iterations"])
+    def restore(record: dict) -> tuple[int, int]:
+        """Load a checkpoint's networks, optimisers and RNG states; return its counters."""
+        if tuple(record["data_shape"]) != tuple(dataset.shape):
+            raise CheckpointError(
+                f"{last} was trained on data of shape {tuple(record['data_shape'])}, but {config.data} "
+                f"now gives {tuple(dataset.shape)}; resume with the same data and --image-size/--channels"
+            )
+        checkpoint.load_state(G, record["G"], "the generator", last)
+        checkpoint.load_state(D, record["D"], "the discriminator", last)
+        checkpoint.load_state(opt_G, record["opt_G"], "the generator's optimiser", last)
+        checkpoint.load_state(opt_D, record["opt_D"], "the discriminator's optimiser", last)
         _set_rng_state(record["rng"], batches, noise)
+        return int(record["progress"]["images_seen"]), int(record["progress"]["iterations"])
+
+    images_seen = iterations = rollbacks = 0
+    if record is not None:
+        images_seen, iterations = restore(record)
         runs.truncate_metrics(run_dir, images_seen)
 
     runs.write_json(run_dir / runs.CONFIG, {
@@ -187,8 +196,7 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
     })
 
     def save_checkpoint() -> Path:
-        path = run_dir / runs.CHECKPOINTS / checkpoint.LAST
-        checkpoint.save(path, {
+        checkpoint.save(last, {
             "config": json.dumps(config.to_dict(), sort_keys=True),
             "data_shape": list(dataset.shape),
             "G": G.state_dict(), "D": D.state_dict(),
@@ -196,7 +204,7 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
             "progress": {"images_seen": images_seen, "iterations": iterations},
             "rng": _rng_state(batches, noise),
         })
-        return path
+        return last
 
     def snapshot() -> None:
         G.eval()
@@ -221,7 +229,7 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
     stats: dict[str, float] = {}
     m = config.batch_size
     started = time.perf_counter()
-    with stop.installed(), open(run_dir / runs.METRICS, "a") as metrics_log:
+    with stop.installed(), contextlib.closing(_Reopenable(run_dir / runs.METRICS)) as metrics:
         while images_seen < total:
             # D steps (k times): ascend V in D's parameters on fresh real and noise minibatches.
             d_stats = []
@@ -265,16 +273,34 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
             stats = dict(zip(STAT_NAMES, values, strict=True))
             if not all(math.isfinite(v) for v in values):
                 bad = ", ".join(f"{k} = {v}" for k, v in stats.items() if not math.isfinite(v))
-                last = run_dir / runs.CHECKPOINTS / checkpoint.LAST
+                where = f"iteration {iterations} ({images_seen} images): {bad}"
+                if config.on_nan == "rollback" and rollbacks < MAX_ROLLBACKS and last.is_file():
+                    # Back to the last good checkpoint, with both learning rates halved.
+                    rollbacks += 1
+                    diverged_lrs = [[g["lr"] for g in opt.param_groups] for opt in (opt_G, opt_D)]
+                    images_seen, iterations = restore(checkpoint.load(last))
+                    for opt, lrs in zip((opt_G, opt_D), diverged_lrs, strict=True):
+                        for group, lr in zip(opt.param_groups, lrs, strict=True):
+                            group["lr"] = lr * 0.5
+                    metrics.truncate(images_seen)
+                    event = {"event": "rollback", "images": images_seen, "diverged_at": where,
+                             "lr_g": opt_G.param_groups[0]["lr"], "lr_d": opt_D.param_groups[0]["lr"]}
+                    metrics.file.write(json.dumps(event) + "\n")
+                    progress.message(
+                        f"gankit: warning: training diverged at {where}; rolled back to {last} "
+                        f"({images_seen} images) with learning rates halved to G {event['lr_g']:g} / "
+                        f"D {event['lr_d']:g} (rollback {rollbacks} of {MAX_ROLLBACKS})")
+                    continue
                 raise TrainingDiverged(
-                    f"training diverged at iteration {iterations} ({images_seen} images): {bad}. "
+                    f"training diverged at {where}. "
                     + (f"The last good checkpoint is {last}. " if last.is_file() else "No checkpoint was saved yet. ")
-                    + "Try a lower learning rate (--lr-d / --lr-g) or the non-saturating loss."
+                    + ("Rolled back the most times allowed. " if config.on_nan == "rollback" and last.is_file() else "")
+                    + "Try lower learning rates (--lr-d / --lr-g), the non-saturating loss, or --on-nan rollback."
                 )
             if iterations % config.log_every == 0:
                 row = {"iteration": iterations, "images": images_seen,
                        "time": round(time.perf_counter() - started, 3), **stats}
-                metrics_log.write(json.dumps(row) + "\n")
+                metrics.file.write(json.dumps(row) + "\n")
             progress.update(images_seen, stats)
 
             # Snapshots and checkpoints, at the image counts that crossed their intervals.
@@ -283,10 +309,10 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
             if done or images_seen // config.snapshot_every > before // config.snapshot_every:
                 snapshot()
             if done or images_seen // config.checkpoint_every > before // config.checkpoint_every:
-                metrics_log.flush()
+                metrics.file.flush()
                 save_checkpoint()
             if stop.signal is not None and not done:
-                metrics_log.flush()
+                metrics.file.flush()
                 path = save_checkpoint()
                 progress.update(images_seen, stats, force=True)
                 progress.close()
@@ -356,3 +382,19 @@ class _StopFlag:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+class _Reopenable:
+    """The metrics log, which a rollback truncates (a new file) and reopens."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = open(path, "a")
+
+    def truncate(self, images: int) -> None:
+        self.file.close()
+        runs.truncate_metrics(self.path.parent, images)
+        self.file = open(self.path, "a")
+
+    def close(self) -> None:
+        self.file.close()
