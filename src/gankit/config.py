@@ -69,6 +69,10 @@ class TrainConfig:
         return self.lr_d if self.lr_d is not None else _default_lr(self.optimizer)
 
     def validate(self) -> None:
+        if not isinstance(self.data, str) or not self.data:
+            raise ConfigError(f"{flag('data')} must name a dataset, got {self.data!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ConfigError(f"{flag('data_dir')} must be a folder path, got {self.data_dir!r}")
         _choice("model", self.model, MODELS)
         _choice("g_loss", self.g_loss, G_LOSSES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)

@@ -67,7 +67,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, overwrite: bool = False,
     device = resolve_device(config.device)
     dataset = _load_data(config)
     runs.prepare_new(run_dir, overwrite=overwrite)
-    return _run(config, run_dir, dataset, device, record=None, stream=stream)
+    with _disk_errors(run_dir):
+        return _run(config, run_dir, dataset, device, record=None, stream=stream)
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *,
@@ -81,7 +82,21 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *,
     config = resumed_config(checkpoint.config_of(record, path), overrides or {})
     device = resolve_device(config.device)
     dataset = _load_data(config)
-    return _run(config, run_dir, dataset, device, record=record, stream=stream)
+    with _disk_errors(run_dir):
+        return _run(config, run_dir, dataset, device, record=record, stream=stream)
+
+
+@contextlib.contextmanager
+def _disk_errors(run_dir: Path):
+    """A failed write in the run folder (full disk, no permission) becomes one clear message."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or run_dir
+        raise GankitError(
+            f"cannot write {where}: {exc.strerror or exc}. Checkpoints already in {run_dir} are "
+            f"intact; free space or fix permissions, then continue with: gankit train --resume {run_dir}"
+        ) from None
 
 
 def resumed_config(stored: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:

@@ -1,0 +1,174 @@
+"""Faults: SIGKILL at random moments, signals, unwritable folders, fuzzed inputs. Nothing is lost
+beyond one checkpoint interval, and every bad input is a gankit error naming its file."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gankit import checkpoint, runs
+from gankit.cli import main
+from gankit.config import TrainConfig
+from gankit.data import load_dataset
+from gankit.errors import ConfigError, DataError, GankitError
+from gankit.train import train
+
+SRC = str(Path(__file__).parents[1] / "src")
+TOY_ARGS = ["--data", "toy:ring8", "--model", "mlp", "--g-width", "16", "--d-width", "16",
+            "--batch-size", "16", "--device", "cpu"]
+
+
+def gankit(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.Popen([sys.executable, "-m", "gankit", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_at_random_moments_never_corrupts_and_resume_finishes(tmp_path):
+    """10 cycles of start-or-resume, then SIGKILL after a random delay; then run to the end."""
+    run, interval = tmp_path / "run", 1_600
+    rng = random.Random(0)
+    last = run / "checkpoints" / "last.pt"
+    kills, progress = 0, []
+    for _ in range(10):
+        if last.is_file():
+            proc = gankit("train", "--resume", str(run))
+        else:
+            proc = gankit("train", *TOY_ARGS, "--max-images", "1000000000", "--checkpoint-every",
+                          str(interval), "--out", str(run), "--overwrite")
+        time.sleep(rng.uniform(1.5, 4.0))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate(timeout=30)
+        if last.is_file():
+            record = checkpoint.load(last)  # never corrupt, whenever the kill came
+            progress.append(record["progress"]["images_seen"])
+            assert record["progress"]["images_seen"] % interval == 0
+    assert kills == 10, "the kills must land while training runs"
+    assert progress == sorted(progress) and progress[-1] > 0, "every resume kept the earlier progress"
+    total = progress[-1] + 2 * interval
+    proc = gankit("train", "--resume", str(run), "--max-images", str(total))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    record = checkpoint.load(last)
+    assert record["progress"] == {"images_seen": total, "iterations": total // 16}
+    images = [r["images"] for r in runs.read_metrics(run)]
+    assert images == list(range(16, total + 1, 16)), "one metrics row per iteration, none repeated or lost"
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name != "last.pt"], "no temp files left"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_save_a_checkpoint_and_exit_with_128_plus_signal(tmp_path, sig):
+    run = tmp_path / "run"
+    proc = gankit("train", *TOY_ARGS, "--max-images", "100000000", "--out", str(run))
+    deadline = time.time() + 60
+    while not (run / "metrics.jsonl").is_file():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    assert f"{signal.Signals(sig).name} received" in err and "Traceback" not in err
+    record = checkpoint.load(run / "checkpoints" / "last.pt")
+    assert record["progress"]["images_seen"] > 0
+    assert runs.read_metrics(run)[-1]["images"] == record["progress"]["images_seen"]
+
+
+def test_unwritable_run_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["train", *TOY_ARGS, "--max-images", "32", "--out", str(tmp_path / "file" / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot create run folder" in err and "Traceback" not in err
+
+
+def test_a_full_disk_mid_run_keeps_the_earlier_checkpoint(tmp_path, monkeypatch):
+    config = TrainConfig(data="toy:ring8", model="mlp", g_width=16, d_width=16, batch_size=16,
+                         max_images=64, checkpoint_every=32, device="cpu")
+    train(config, tmp_path / "run")
+    before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    import gankit.checkpoint as ckpt
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", full)
+    with pytest.raises(GankitError, match="No space left on device"):
+        from gankit.train import resume
+        resume(tmp_path / "run", {"max_images": 128})
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_with_different_data_shape_is_refused(tmp_path):
+    from fakes import make_npz
+    from gankit.errors import CheckpointError
+    from gankit.train import resume
+
+    data = make_npz(tmp_path / "d.npz", n=16, size=28)
+    config = TrainConfig(data=f"npz:{data}", model="mlp", g_width=8, d_width=8, batch_size=8,
+                         max_images=16, device="cpu")
+    train(config, tmp_path / "run")
+    make_npz(data, n=16, size=32)  # the file changed under the run
+    with pytest.raises(CheckpointError, match=r"shape \(1, 28, 28\).*\(1, 32, 32\)"):
+        resume(tmp_path / "run", {"max_images": 32})
+
+
+# --- fuzzed inputs -----------------------------------------------------------------------------
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.sampled_from(["a.png", "b.jpg", "c.jpeg"]))
+def test_fuzzed_image_files_give_data_errors(tmp_path_factory, data, name):
+    folder = tmp_path_factory.mktemp("imgs")
+    (folder / name).write_bytes(data)
+    with pytest.raises(DataError, match=name):
+        load_dataset(f"folder:{folder}", image_size=8)
+
+
+@FUZZ
+@given(st.binary(max_size=400), st.sampled_from(["x.npz", "x.npy"]))
+def test_fuzzed_array_files_give_data_errors(tmp_path_factory, data, name):
+    path = tmp_path_factory.mktemp("arr") / name
+    path.write_bytes(data)
+    try:
+        load_dataset(f"npz:{path}")
+    except DataError as exc:
+        assert str(path) in str(exc)
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=64))
+def test_fuzzed_npy_payloads_after_a_valid_header(tmp_path_factory, tail):
+    path = tmp_path_factory.mktemp("npy") / "x.npy"
+    np.save(path, np.zeros((4, 8, 8), np.uint8))
+    raw = path.read_bytes()
+    path.write_bytes(raw[:128] + tail)  # header intact, payload wrong
+    with pytest.raises(DataError, match="x.npy"):
+        load_dataset(f"npz:{path}")
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=3), max_leaves=5)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(list(TrainConfig.__dataclass_fields__) + ["bogus"]), JSON_VALUES, max_size=6))
+def test_fuzzed_configs_give_config_errors(values):
+    try:
+        config = TrainConfig.from_dict(values)
+    except ConfigError:
+        return
+    json.dumps(config.to_dict())  # what was accepted is a valid, serialisable config
+    config.validate()
