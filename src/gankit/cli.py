@@ -144,6 +144,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _add_data(commands) -> None:
     p = commands.add_parser("data", help="find, download or describe a dataset")
+    p.set_defaults(run=lambda args: p.print_help() or 2)
     sub = p.add_subparsers(title="data commands", metavar="ACTION")
     for action, help_ in (("fetch", "find the dataset or download it (SHA-256 checked)"),
                           ("info", "say where the dataset is and what it holds")):
