@@ -82,6 +82,13 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path, monkeypatch, capsys, argv
     assert "Traceback" not in err and err.count("\n") == 1
 
 
+def test_bad_flags_exit_1(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--model", "resnet"])
+    assert exit_.value.code == 1
+    assert "invalid choice: 'resnet'" in capsys.readouterr().err
+
+
 def test_existing_run_is_refused_without_overwrite(trained, capsys):
     assert main(["train", "--data", "toy:ring8", "--model", "mlp", "--out", str(trained)]) == 1
     assert "already exists" in capsys.readouterr().err

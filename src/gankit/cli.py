@@ -34,8 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Flag errors are user errors: usage line, one message, exit status 1 (argparse uses 2)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"gankit: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gankit", description="Train, sample and evaluate generative adversarial networks.")
     parser.add_argument("--version", action="version", version=f"gankit {gankit.__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
