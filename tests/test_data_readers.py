@@ -14,34 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from fakes import fake_mnist, idx_bytes, write
 from gankit.data import ImageDataset, load_dataset, mnist
 from gankit.data.idx import read_idx, read_idx_images, read_idx_labels
 from gankit.data.toy import TOY_DISTRIBUTIONS
 from gankit.errors import DataError
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    code = {np.uint8: 0x08, np.int16: 0x0B, np.float32: 0x0D}[array.dtype.type]
-    header = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write(path: Path, data: bytes, gz: bool = False) -> Path:
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
-
-
-def fake_mnist(directory: Path, n_train: int = 6, n_test: int = 4, gz: bool = True) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        suffix = ".gz" if gz else ""
-        write(directory / f"{split}-images-idx3-ubyte{suffix}",
-              idx_bytes(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)), gz)
-        write(directory / f"{split}-labels-idx1-ubyte{suffix}",
-              idx_bytes(rng.integers(0, 10, n, dtype=np.uint8)), gz)
-    return directory
-
 
 # --- IDX ---------------------------------------------------------------------------------------
 

@@ -29,13 +29,18 @@ REQUIRED_KEYS = ("format", "format_version", "gankit_version", "config", "data_s
 
 
 def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write payload to path atomically: temp file, fsync, rename. The old file stays until then."""
+    """Write a training checkpoint (payload plus the format header) atomically."""
+    save_plain(path, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                      "gankit_version": gankit.__version__, **payload})
+
+
+def save_plain(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Write a dict of tensors and plain values atomically: temp file, fsync, rename.
+    The old file stays complete until the rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"format": FORMAT, "format_version": FORMAT_VERSION,
-              "gankit_version": gankit.__version__, **payload}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(record, f)
             f.flush()
@@ -50,8 +55,8 @@ def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         ) from None
 
 
-def load(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a checkpoint file; every failure is a CheckpointError naming the file."""
+def load_plain(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a dict written by save_plain; never unpickles code. CheckpointError on any failure."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
@@ -63,7 +68,16 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} is not a readable gankit checkpoint (truncated, corrupt, or not a checkpoint): {first_line}"
         ) from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path} is not a gankit checkpoint (not a dictionary)")
+    return record
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a training checkpoint; every failure is a CheckpointError naming the file."""
+    path = Path(path)
+    record = load_plain(path)
+    if record.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gankit checkpoint (no '{FORMAT}' header)")
     version = record.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:

@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_train(commands)
     _add_sample(commands)
+    _add_eval(commands)
     _add_data(commands)
     return parser
 
@@ -145,6 +146,46 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     out = sample(args.checkpoint, args.n, args.out, seed=args.seed, device=args.device)
     print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+# --- eval --------------------------------------------------------------------------------------
+
+def _add_eval(commands) -> None:
+    from gankit.evaluate import FEATURES
+
+    p = commands.add_parser(
+        "eval", help="score a trained generator (FID, KID, precision/recall, density/coverage)",
+        description="Generate samples and compare them with the dataset's reference split in the "
+        "features of an extractor; toy runs get the mode metrics or the 1-D JSD instead.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="generated samples (default: 10,000 for images, 2,500 for toy data)")
+    p.add_argument("--features", default="classifier", choices=FEATURES,
+                   help="feature extractor (default: classifier, gankit's own CNN for (Fashion-)MNIST)")
+    p.add_argument("--split", default="test", choices=("test", "train"), help="reference split (default: test)")
+    p.add_argument("--seed", type=int, default=0, help="noise and subset seed (default: 0)")
+    p.add_argument("--kid-subsets", type=int, default=100)
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--data-dir", help="folder holding the IDX files")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the record here")
+    p.set_defaults(run=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from gankit.evaluate import evaluate, write_json
+
+    record = evaluate(args.checkpoint, args.n_samples, args.features, args.split, args.seed,
+                      args.device, args.data_dir, args.kid_subsets, args.kid_subset_size)
+    for name, value in record["metrics"].items():
+        print(f"{name:>14}: {value:.6g}" if isinstance(value, float) else f"{name:>14}: {value}")
+    if "extractor" in record["protocol"]:
+        print(f"{'features':>14}: classifier, test accuracy "
+              f"{100 * record['protocol']['extractor']['test_accuracy']:.2f}% (not comparable with Inception FID)")
+    if args.json:
+        write_json(record, args.json)
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Feature extractors for the evaluation metrics."""

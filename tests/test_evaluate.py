@@ -1,0 +1,107 @@
+"""`gankit eval` end to end on tiny synthetic data, and the classifier feature extractor."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fakes import fake_mnist, idx_bytes, write
+from gankit.cli import main
+from gankit.data import mnist
+from gankit.evaluate import _to_classifier_input, evaluate
+from gankit.features import classifier
+
+FAST = {**classifier.RECIPE, "epochs": 1, "batch_size": 32}
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(mnist, "SYSTEM_DIRS", {"fashion-mnist": [], "mnist": []})
+    monkeypatch.setattr(classifier, "RECIPE", FAST)
+    monkeypatch.delenv("GANKIT_DATA", raising=False)
+
+
+def halves(directory, n_train=512, n_test=256):
+    """A learnable two-class IDX dataset: class 0 bright on top, class 1 bright at the bottom."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 2, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 14 * label:14 * label + 14] += 180
+        write(directory / f"{split}-images-idx3-ubyte", idx_bytes(images))
+        write(directory / f"{split}-labels-idx1-ubyte", idx_bytes(labels))
+    return directory
+
+
+def test_classifier_learns_and_is_cached(tmp_path, offline_cache):
+    data = halves(tmp_path / "d")
+    model, info = classifier.load_or_train("mnist", str(data))
+    assert info["test_accuracy"] > 0.95
+    assert info["file"].startswith(str(tmp_path / "cache"))
+    again, info2 = classifier.load_or_train("mnist", str(data))
+    assert info2 == info
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key])
+    features = classifier.extract(model, torch.zeros(3, 1, 28, 28, dtype=torch.uint8))
+    assert features.shape == (3, classifier.FEATURE_DIM) and features.dtype == torch.float64
+
+
+def test_classifier_key_changes_with_the_data(tmp_path, offline_cache):
+    images = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    labels = torch.zeros(4, dtype=torch.long)
+    other = images.clone()
+    other[0, 0, 0, 0] = 1
+    assert classifier.cache_key("mnist", images, labels) != classifier.cache_key("mnist", other, labels)
+
+
+def test_preprocessing_round_trips_real_images():
+    real = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    assert torch.equal(_to_classifier_input(real.float() / 127.5 - 1), real)
+    rgb64 = _to_classifier_input(torch.zeros(2, 3, 64, 64))
+    assert rgb64.shape == (2, 1, 28, 28) and rgb64.dtype == torch.uint8
+
+
+@pytest.fixture
+def image_run(tmp_path, offline_cache):
+    data = fake_mnist(tmp_path / "fm", n_train=256, n_test=128)
+    run = tmp_path / "run"
+    assert main(["train", "--data", "fashion-mnist", "--data-dir", str(data), "--model", "dcgan",
+                 "--g-width", "4", "--d-width", "4", "--latent-dim", "8", "--batch-size", "16",
+                 "--max-images", "64", "--device", "cpu", "--out", str(run)]) == 0
+    return run
+
+
+def test_eval_end_to_end(image_run, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    argv = ["eval", str(image_run), "--n-samples", "64", "--kid-subsets", "5", "--kid-subset-size",
+            "32", "--json", str(out)]
+    assert main(argv) == 0
+    first = json.loads(out.read_text())
+    printed = capsys.readouterr()
+    assert "fid" in printed.out and "not comparable with Inception" in printed.out
+    metrics, protocol = first["metrics"], first["protocol"]
+    assert set(metrics) == {"fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage"}
+    assert all(np.isfinite(v) for v in metrics.values()) and metrics["fid"] > 0
+    assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["coverage"] <= 1
+    assert protocol["n_samples"] == 64 and protocol["reference"] == {"dataset": "fashion-mnist", "split": "test", "n": 128}
+    assert protocol["kid"]["subsets"] == 5 and first["images_seen"] == 64
+    assert len(protocol["extractor"]["weights_sha256"]) == 64
+    # The second evaluation reuses the cached classifier and reference features: same numbers.
+    assert main(argv) == 0
+    assert "training the fashion-mnist feature classifier" not in capsys.readouterr().err
+    assert json.loads(out.read_text())["metrics"] == metrics
+    other = evaluate(image_run, 64, seed=1, kid_subsets=5, kid_subset_size=32)
+    assert other["metrics"]["fid"] != metrics["fid"]
+
+
+def test_eval_of_a_toy_run(tmp_path):
+    run = tmp_path / "toy"
+    assert main(["train", "--data", "toy:ring8", "--model", "mlp", "--g-width", "16", "--d-width", "16",
+                 "--batch-size", "16", "--max-images", "64", "--out", str(run)]) == 0
+    record = evaluate(run)
+    assert record["protocol"]["n_samples"] == 2500
+    assert 0 <= record["metrics"]["modes"] <= 8 and 0 <= record["metrics"]["high_quality"] <= 100
