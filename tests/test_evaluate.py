@@ -105,3 +105,26 @@ def test_eval_of_a_toy_run(tmp_path):
     record = evaluate(run)
     assert record["protocol"]["n_samples"] == 2500
     assert 0 <= record["metrics"]["modes"] <= 8 and 0 <= record["metrics"]["high_quality"] <= 100
+
+
+def test_eval_during_training_keeps_the_best_checkpoint(tmp_path, offline_cache):
+    from gankit import checkpoint, runs
+    from gankit.train import resume
+
+    data = fake_mnist(tmp_path / "fm", n_train=256, n_test=128)
+    run = tmp_path / "run"
+    assert main(["train", "--data", "fashion-mnist", "--data-dir", str(data), "--model", "dcgan",
+                 "--g-width", "4", "--d-width", "4", "--latent-dim", "8", "--batch-size", "16",
+                 "--max-images", "96", "--eval-every", "32", "--eval-samples", "40",
+                 "--device", "cpu", "--out", str(run)]) == 0
+    evals = [r for r in runs.read_metrics(run) if r.get("event") == "eval"]
+    assert [e["images"] for e in evals] == [32, 64, 96]
+    best = checkpoint.load(run / "checkpoints" / "best.pt")
+    assert best["progress"]["best_fid"] == min(e["fid"] for e in evals)
+    best_at = min(evals, key=lambda e: e["fid"])["images"]
+    assert best["progress"]["images_seen"] == best_at
+    # best_fid survives a resume: a later, worse evaluation does not replace best.pt.
+    resume(run, {"max_images": 128})
+    last = checkpoint.load(run / "checkpoints" / "last.pt")
+    evals = [r for r in runs.read_metrics(run) if r.get("event") == "eval"]
+    assert last["progress"]["best_fid"] == min(e["fid"] for e in evals)

@@ -24,6 +24,7 @@ from gankit.errors import CheckpointError
 FORMAT = "gankit.checkpoint"
 FORMAT_VERSION = 1
 LAST = "last.pt"
+BEST = "best.pt"  # lowest FID seen by --eval-every
 REQUIRED_KEYS = ("format", "format_version", "gankit_version", "config", "data_shape", "G", "D",
                  "opt_G", "opt_D", "progress", "rng")
 

@@ -101,6 +101,9 @@ def _add_train(commands) -> None:
     opt("grid_size", int, "samples in each snapshot grid")
     opt("on_nan", str, "on a NaN/Inf loss or gradient: stop, or roll back to the last checkpoint "
         "with halved learning rates (at most 3 times)", choices=ON_NAN)
+    opt("eval_every", int, "images between evaluations (FID etc. for images, mode metrics for toys); "
+        "the run keeps checkpoints/best.pt by FID next to last.pt")
+    opt("eval_samples", int, "generated samples per evaluation during training")
     p.add_argument("--out", type=Path, help="run folder (default: runs/DATA-MODEL-TIME)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder given as --out")

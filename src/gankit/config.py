@@ -19,7 +19,7 @@ ON_NAN = ("stop", "rollback")
 
 # Fields that may differ when a run is resumed: how long, where and how often, never what is trained.
 RESUMABLE_CHANGES = frozenset(
-    {"max_images", "epochs", "device", "snapshot_every", "checkpoint_every", "log_every", "on_nan"}
+    {"max_images", "epochs", "device", "snapshot_every", "checkpoint_every", "log_every", "on_nan", "eval_every", "eval_samples"}
 )
 
 
@@ -56,6 +56,8 @@ class TrainConfig:
     log_every: int = 1  # iterations between metrics.jsonl rows
     grid_size: int = 64  # samples in each snapshot grid
     on_nan: str = "stop"  # stop, or rollback to the last checkpoint with halved learning rates
+    eval_every: int | None = None  # images between evaluations during training (None: never)
+    eval_samples: int = 5000  # generated samples per evaluation during training
 
     def __post_init__(self) -> None:
         self.validate()
@@ -81,7 +83,8 @@ class TrainConfig:
         for name in ("latent_dim", "k", "batch_size", "snapshot_every", "checkpoint_every",
                      "log_every", "grid_size"):
             _positive_int(name, getattr(self, name))
-        for name in ("image_size", "channels", "g_width", "d_width", "max_images"):
+        _positive_int("eval_samples", self.eval_samples)
+        for name in ("image_size", "channels", "g_width", "d_width", "max_images", "eval_every"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         if self.channels is not None and self.channels not in (1, 3):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import gankit
 from gankit import checkpoint
+from gankit.config import TrainConfig
 from gankit.data import load_dataset
 from gankit.data.mnist import cache_dir, load_split
 from gankit.errors import GankitError
@@ -37,25 +38,34 @@ def evaluate(path_or_run: str | os.PathLike, n_samples: int | None = None, featu
              kid_subsets: int = 100, kid_subset_size: int = 1000, log=sys.stderr) -> dict[str, Any]:
     """Score a checkpoint (or a run folder's last one); returns the JSON-ready record.
     n_samples defaults to 10,000 for images and 2,500 for toy distributions."""
-    if n_samples is not None and n_samples < 2:
-        raise GankitError(f"--n-samples must be at least 2, got {n_samples}")
     G, info = load_generator(path_or_run, device)
-    config = info["config"]
-    record: dict[str, Any] = {
+    metrics, protocol = score(G, info["config"], n_samples, features, split, seed, data_dir,
+                              kid_subsets, kid_subset_size, log)
+    return {
         "checkpoint": str(info["path"]),
         "images_seen": int(checkpoint.load(info["path"])["progress"]["images_seen"]),
-        "dataset": config.data,
+        "dataset": info["config"].data,
         "gankit_version": gankit.__version__,
         "torch_version": torch.__version__,
+        "metrics": metrics,
+        "protocol": protocol,
     }
+
+
+def score(G: torch.nn.Module, config: TrainConfig, n_samples: int | None = None,
+          features: str = "classifier", split: str = "test", seed: int = 0,
+          data_dir: str | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
+          log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
+    """(metrics, protocol) for generator G (in eval mode) of a run with this config."""
+    if n_samples is not None and n_samples < 2:
+        raise GankitError(f"--n-samples must be at least 2, got {n_samples}")
     if config.data.startswith("toy:"):
         toy = load_dataset(config.data).distribution
         samples = generate(G, n_samples or TOY_SAMPLES, seed, config.latent_dim)
         metrics = mode_metrics(samples, toy) if toy.dim == 2 else {"jsd": jsd_1d(samples, toy)}
-        record.update(metrics=metrics, protocol={
+        return metrics, {
             "metric": "modes/high_quality/reverse_kl (VEEGAN, PacGAN)" if toy.dim == 2 else "jsd_1d (nats)",
-            "n_samples": len(samples), "seed": seed})
-        return record
+            "n_samples": len(samples), "seed": seed}
 
     if features not in FEATURES:
         raise GankitError(f"--features must be one of {', '.join(FEATURES)}; got {features!r}")
@@ -68,26 +78,25 @@ def evaluate(path_or_run: str | os.PathLike, n_samples: int | None = None, featu
     kid_mean, kid_std = kid(real_np, fake_np, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
     precision, recall = precision_recall(real_np, fake_np, k=3)
     density, coverage = density_coverage(real_np, fake_np, k=5)
-    record.update(
-        metrics={"fid": fid(real_np, fake_np), "kid_mean": kid_mean, "kid_std": kid_std,
-                 "precision": precision, "recall": recall, "density": density, "coverage": coverage},
-        protocol={
-            "features": "classifier",
-            "extractor": {"recipe": extractor["recipe"], "key": extractor["key"],
-                          "weights_sha256": _sha256(extractor["file"]),
-                          "test_accuracy": extractor["test_accuracy"]},
-            "comparable_with": "only other gankit classifier-feature results on the same dataset "
-                               "(not with Inception FIDs)",
-            "n_samples": n_samples, "reference": {"dataset": config.data, "split": split,
-                                                  "n": len(real_np)},
-            "seed": seed, "kid": {"subsets": kid_subsets, "subset_size": kid_subset_size,
-                                  "kernel": "(x.y/d + 1)^3"},
-            "precision_recall_k": 3, "density_coverage_k": 5,
-            "preprocessing": "samples quantised to uint8, averaged to 1 channel, resized to 28x28 "
-                             "(bilinear, antialiased) when needed",
-        },
-    )
-    return record
+    metrics = {"fid": fid(real_np, fake_np), "kid_mean": kid_mean, "kid_std": kid_std,
+               "precision": precision, "recall": recall, "density": density, "coverage": coverage}
+    protocol = {
+        "features": "classifier",
+        "extractor": {"recipe": extractor["recipe"], "key": extractor["key"],
+                      "weights_sha256": _sha256(extractor["file"]),
+                      "test_accuracy": extractor["test_accuracy"]},
+        "comparable_with": "only other gankit classifier-feature results on the same dataset "
+                           "(not with Inception FIDs)",
+        "n_samples": n_samples,
+        "reference": {"dataset": config.data, "split": split, "n": len(real_np)},
+        "seed": seed,
+        "kid": {"subsets": kid_subsets, "subset_size": kid_subset_size, "kernel": "(x.y/d + 1)^3"},
+        "precision_recall_k": 3,
+        "density_coverage_k": 5,
+        "preprocessing": "samples quantised to uint8, averaged to 1 channel, resized to 28x28 "
+                         "(bilinear, antialiased) when needed",
+    }
+    return metrics, protocol
 
 
 def _to_classifier_input(samples: torch.Tensor) -> torch.Tensor:

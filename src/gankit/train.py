@@ -29,6 +29,7 @@ from gankit.data import ImageDataset, ToyDataset, load_dataset
 from gankit.data.batches import batches_for
 from gankit.devices import resolve_device
 from gankit.errors import CheckpointError, ConfigError, GankitError
+from gankit.evaluate import score
 from gankit.imagegrid import save_grid, save_png, scatter
 from gankit.losses import discriminator_loss, generator_loss
 from gankit.models import build_models
@@ -194,8 +195,10 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
         return int(record["progress"]["images_seen"]), int(record["progress"]["iterations"])
 
     images_seen = iterations = rollbacks = 0
+    best_fid: float | None = None
     if record is not None:
         images_seen, iterations = restore(record)
+        best_fid = record["progress"].get("best_fid")
         runs.truncate_metrics(run_dir, images_seen)
 
     runs.write_json(run_dir / runs.CONFIG, {
@@ -210,16 +213,33 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
                    "D": sum(p.numel() for p in D.parameters())},
     })
 
-    def save_checkpoint() -> Path:
-        checkpoint.save(last, {
+    def save_checkpoint(path: Path = last) -> Path:
+        checkpoint.save(path, {
             "config": json.dumps(config.to_dict(), sort_keys=True),
             "data_shape": list(dataset.shape),
             "G": G.state_dict(), "D": D.state_dict(),
             "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-            "progress": {"images_seen": images_seen, "iterations": iterations},
+            "progress": {"images_seen": images_seen, "iterations": iterations, "best_fid": best_fid},
             "rng": _rng_state(batches, noise),
         })
-        return last
+        return path
+
+    def evaluate_now() -> None:
+        """The cheap protocol during training; keeps best.pt by FID."""
+        nonlocal best_fid
+        G.eval()
+        metrics, _ = score(G, config, config.eval_samples, seed=config.seed,
+                           log=progress.stream)
+        G.train()
+        row = {"event": "eval", "images": images_seen, **metrics}
+        metrics.pop("n_samples", None)
+        text = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        if "fid" in metrics and (best_fid is None or metrics["fid"] < best_fid):
+            best_fid = metrics["fid"]
+            save_checkpoint(run_dir / runs.CHECKPOINTS / checkpoint.BEST)
+            text += " (best so far: saved checkpoints/best.pt)"
+        metrics_file.file.write(json.dumps(row) + "\n")
+        progress.message(f"gankit: eval at {images_seen} images ({config.eval_samples} samples): {text}")
 
     def snapshot() -> None:
         G.eval()
@@ -244,7 +264,7 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
     stats: dict[str, float] = {}
     m = config.batch_size
     started = time.perf_counter()
-    with stop.installed(), contextlib.closing(_Reopenable(run_dir / runs.METRICS)) as metrics:
+    with stop.installed(), contextlib.closing(_Reopenable(run_dir / runs.METRICS)) as metrics_file:
         while images_seen < total:
             # D steps (k times): ascend V in D's parameters on fresh real and noise minibatches.
             d_stats = []
@@ -297,10 +317,10 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
                     for opt, lrs in zip((opt_G, opt_D), diverged_lrs, strict=True):
                         for group, lr in zip(opt.param_groups, lrs, strict=True):
                             group["lr"] = lr * 0.5
-                    metrics.truncate(images_seen)
+                    metrics_file.truncate(images_seen)
                     event = {"event": "rollback", "images": images_seen, "diverged_at": where,
                              "lr_g": opt_G.param_groups[0]["lr"], "lr_d": opt_D.param_groups[0]["lr"]}
-                    metrics.file.write(json.dumps(event) + "\n")
+                    metrics_file.file.write(json.dumps(event) + "\n")
                     progress.message(
                         f"gankit: warning: training diverged at {where}; rolled back to {last} "
                         f"({images_seen} images) with learning rates halved to G {event['lr_g']:g} / "
@@ -315,7 +335,7 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
             if iterations % config.log_every == 0:
                 row = {"iteration": iterations, "images": images_seen,
                        "time": round(time.perf_counter() - started, 3), **stats}
-                metrics.file.write(json.dumps(row) + "\n")
+                metrics_file.file.write(json.dumps(row) + "\n")
             progress.update(images_seen, stats)
 
             # Snapshots and checkpoints, at the image counts that crossed their intervals.
@@ -323,11 +343,13 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
             before = images_seen - config.k * m
             if done or images_seen // config.snapshot_every > before // config.snapshot_every:
                 snapshot()
+            if config.eval_every and (done or images_seen // config.eval_every > before // config.eval_every):
+                evaluate_now()
             if done or images_seen // config.checkpoint_every > before // config.checkpoint_every:
-                metrics.file.flush()
+                metrics_file.file.flush()
                 save_checkpoint()
             if stop.signal is not None and not done:
-                metrics.file.flush()
+                metrics_file.file.flush()
                 path = save_checkpoint()
                 progress.update(images_seen, stats, force=True)
                 progress.close()

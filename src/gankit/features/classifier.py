@@ -76,7 +76,8 @@ def load_or_train(dataset: str, data_dir: str | None = None, cache: str | os.Pat
         return model, {"key": key, "test_accuracy": record["test_accuracy"], "recipe": RECIPE, "file": str(path)}
     print(f"gankit: training the {dataset} feature classifier (once; cached as {path})", file=log)
     test_images, test_labels = _labelled(dataset, "test", data_dir)
-    train_classifier(model, train_images, train_labels, log=log)
+    with torch.random.fork_rng(devices=[]):  # a run that trains it mid-way keeps its own RNG stream
+        train_classifier(model, train_images, train_labels, log=log)
     accuracy = accuracy_of(model, test_images, test_labels)
     print(f"gankit: feature classifier test accuracy {100 * accuracy:.2f}%", file=log)
     checkpoint.save_plain(path, {"weights": model.state_dict(), "test_accuracy": accuracy,
