@@ -277,3 +277,32 @@ def test_1d_densities_integrate_to_one(name):
     grid = torch.linspace(-10, 10, 200_001, dtype=torch.float64)
     density = TOY_DISTRIBUTIONS[name].log_prob(grid[:, None]).exp()
     assert torch.trapezoid(density, grid).item() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("container", ["npy", "npz"])
+def test_an_array_header_claiming_10_to_the_12_images_is_refused_before_allocating(tmp_path, container):
+    np.save(tmp_path / "small.npy", np.zeros((4, 8, 8), np.uint8))
+    raw = (tmp_path / "small.npy").read_bytes()
+    header = raw[:128].decode("latin1").replace("(4, 8, 8), }", "(1000000000000, 8, 8), }")
+    header = header.replace(" " * 12 + "\n", "\n", 1)  # keep the header length
+    lying = header.encode("latin1") + raw[128:]
+    path = tmp_path / f"lie.{container}"
+    if container == "npy":
+        path.write_bytes(lying)
+    else:
+        import zipfile
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("images.npy", lying)
+    with pytest.raises(DataError, match=r"claims shape \(1000000000000, 8, 8\)"):
+        load_dataset(f"npz:{path}")
+
+
+def test_fortran_order_and_several_arrays(tmp_path):
+    images = np.asfortranarray(np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8))
+    np.save(tmp_path / "f.npy", images)
+    assert torch.equal(load_dataset(f"npz:{tmp_path / 'f.npy'}").images[:, 0], torch.from_numpy(np.ascontiguousarray(images)))
+    np.savez(tmp_path / "two.npz", a=images, b=images)
+    with pytest.raises(DataError, match="name the images array 'images'"):
+        load_dataset(f"npz:{tmp_path / 'two.npz'}")
+    np.savez(tmp_path / "named.npz", labels=np.zeros(2), images=images)
+    assert len(load_dataset(f"npz:{tmp_path / 'named.npz'}")) == 2

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -70,21 +72,12 @@ def load_array(path: str | os.PathLike, image_size: int | None = None,
     if not path.is_file():
         raise DataError(f"npz:{path}: no such file")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                keys = list(loaded.keys())
-                key = next((k for k in ("images", "x", "arr_0") if k in keys), keys[0] if len(keys) == 1 else None)
-                if key is None:
-                    raise DataError(f"{path} holds several arrays {keys}; name the images 'images'")
-                array = loaded[key]
-        else:
-            array = loaded
+        array = _read_array(path)
     except DataError:
         raise
-    except ValueError as exc:  # object arrays need pickle, which we refuse
+    except ValueError as exc:  # object arrays need pickle, which we refuse; malformed headers
         raise DataError(f"cannot read {path}: {exc} (object arrays are not supported)") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"cannot read {path}: not a valid .npz/.npy file ({exc})") from None
     if array.ndim == 3:
         array = array[..., None]
@@ -107,6 +100,52 @@ def load_array(path: str | os.PathLike, image_size: int | None = None,
         raise DataError(f"{path}: images must be uint8 or float, got {array.dtype}")
     x = convert(x, image_size, channels)
     return x.contiguous(), str(path)
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """The image array of an .npy file, or of an .npz archive ("images", "x", "arr_0" or its only
+    array). The header's claimed size is checked against the bytes that can back it before any
+    allocation, so a lying header cannot make numpy allocate terabytes."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            return _read_npy(f, path.stat().st_size, path)
+    with zipfile.ZipFile(path) as archive:
+        names = {n[:-4]: n for n in archive.namelist() if n.endswith(".npy")}
+        key = next((k for k in ("images", "x", "arr_0") if k in names),
+                   next(iter(names)) if len(names) == 1 else None)
+        if key is None:
+            raise DataError(f"{path} holds arrays {sorted(names)}; name the images array 'images'")
+        info = archive.getinfo(names[key])
+        # deflate expands at most ~1032:1, so the member's real size is bounded by its compressed size
+        backing = min(info.file_size, info.compress_size * 1032 + 1024)
+        with archive.open(info) as f:
+            return _read_npy(f, backing, path)
+
+
+def _read_npy(f, backing_bytes: int, path: Path) -> np.ndarray:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise DataError(f"cannot read {path}: .npy format version {version} is not supported (1.0, 2.0 are)")
+    if dtype.hasobject:
+        raise DataError(f"cannot read {path}: object arrays are not supported (they need pickle)")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > backing_bytes:
+        raise DataError(f"{path}: the array header claims shape {shape} ({claimed} bytes) but the "
+                        f"file holds at most {backing_bytes} bytes: truncated or corrupt")
+    return _read_body(f, shape, fortran, dtype, path)
+
+
+def _read_body(f, shape: tuple, fortran: bool, dtype: np.dtype, path: Path) -> np.ndarray:
+    count = math.prod(shape)
+    data = f.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise DataError(f"{path}: truncated array data ({len(data)} of {count * dtype.itemsize} bytes)")
+    array = np.frombuffer(bytearray(data), dtype=dtype, count=count)  # writable, for torch
+    return array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
 
 
 def convert(x: torch.Tensor, image_size: int | None, channels: int | None) -> torch.Tensor:
