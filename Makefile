@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# torch-fidelity is the reference for the Inception tests. Its dependency torchvision is not
+	# needed by the module we compare against, and does not import beside the CPU torch.
+	$(BIN)/python -m pip install -q --no-deps torch-fidelity==0.4.0
 	touch $(STAMP)
 
 # Fashion-MNIST: Debian's dataset-fashion-mnist where apt-get can install it, else the official

@@ -9,7 +9,7 @@ import torch
 from fakes import fake_mnist, idx_bytes, write
 from gankit.cli import main
 from gankit.data import mnist
-from gankit.evaluate import _to_classifier_input, evaluate
+from gankit.evaluate import _classifier_input, _quantise, evaluate
 from gankit.features import classifier
 
 FAST = {**classifier.RECIPE, "epochs": 1, "batch_size": 32}
@@ -60,8 +60,8 @@ def test_classifier_key_changes_with_the_data(tmp_path, offline_cache):
 
 def test_preprocessing_round_trips_real_images():
     real = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
-    assert torch.equal(_to_classifier_input(real.float() / 127.5 - 1), real)
-    rgb64 = _to_classifier_input(torch.zeros(2, 3, 64, 64))
+    assert torch.equal(_classifier_input(_quantise(real.float() / 127.5 - 1)), real)
+    rgb64 = _classifier_input(_quantise(torch.zeros(2, 3, 64, 64)))
     assert rgb64.shape == (2, 1, 28, 28) and rgb64.dtype == torch.uint8
 
 
@@ -87,6 +87,7 @@ def test_eval_end_to_end(image_run, tmp_path, capsys):
     assert set(metrics) == {"fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage"}
     assert all(np.isfinite(v) for v in metrics.values()) and metrics["fid"] > 0
     assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["coverage"] <= 1
+    assert protocol["extractor"]["name"] == "classifier"
     assert protocol["n_samples"] == 64 and protocol["reference"] == {"dataset": "fashion-mnist", "split": "test", "n": 128}
     assert protocol["kid"]["subsets"] == 5 and first["images_seen"] == 64
     assert len(protocol["extractor"]["weights_sha256"]) == 64
@@ -128,3 +129,26 @@ def test_eval_during_training_keeps_the_best_checkpoint(tmp_path, offline_cache)
     last = checkpoint.load(run / "checkpoints" / "last.pt")
     evals = [r for r in runs.read_metrics(run) if r.get("event") == "eval"]
     assert last["progress"]["best_fid"] == min(e["fid"] for e in evals)
+
+
+def test_eval_with_inception_features_on_an_array_dataset(tmp_path, offline_cache, capsys):
+    from fakes import make_npz
+    from gankit.features import inception
+
+    data = make_npz(tmp_path / "d.npz", n=12, size=32, channels=3)
+    run = tmp_path / "run"
+    assert main(["train", "--data", f"npz:{data}", "--model", "dcgan", "--g-width", "4", "--d-width", "4",
+                 "--latent-dim", "8", "--batch-size", "4", "--max-images", "8", "--device", "cpu",
+                 "--out", str(run)]) == 0
+    weights = tmp_path / "w.pth"
+    torch.save(inception.FIDInception().state_dict(), weights)  # random weights: the real ones cannot be downloaded here
+    # The classifier only exists for (Fashion-)MNIST: a clear error, not a crash.
+    assert main(["eval", str(run), "--n-samples", "8"]) == 1
+    assert "use --features inception" in capsys.readouterr().err
+    out = tmp_path / "e.json"
+    assert main(["eval", str(run), "--features", "inception", "--inception-weights", str(weights),
+                 "--n-samples", "8", "--kid-subsets", "2", "--kid-subset-size", "4", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["protocol"]["reference"] == {"dataset": f"npz:{data}", "split": "all images", "n": 12}
+    assert record["protocol"]["extractor"]["weights_sha256"] == inception._sha256(weights)
+    assert np.isfinite(record["metrics"]["fid"])

@@ -165,7 +165,10 @@ def _add_eval(commands) -> None:
     p.add_argument("--n-samples", type=int, default=None,
                    help="generated samples (default: 10,000 for images, 2,500 for toy data)")
     p.add_argument("--features", default="classifier", choices=FEATURES,
-                   help="feature extractor (default: classifier, gankit's own CNN for (Fashion-)MNIST)")
+                   help="feature extractor: classifier (default; gankit's own CNN, fashion-mnist and "
+                   "mnist only, offline) or inception (the standard FID network)")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="pt_inception-2015-12-05 weights file (default: cache, else download)")
     p.add_argument("--split", default="test", choices=("test", "train"), help="reference split (default: test)")
     p.add_argument("--seed", type=int, default=0, help="noise and subset seed (default: 0)")
     p.add_argument("--kid-subsets", type=int, default=100)
@@ -180,12 +183,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from gankit.evaluate import evaluate, write_json
 
     record = evaluate(args.checkpoint, args.n_samples, args.features, args.split, args.seed,
-                      args.device, args.data_dir, args.kid_subsets, args.kid_subset_size)
+                      args.device, args.data_dir, args.kid_subsets, args.kid_subset_size,
+                      args.inception_weights)
     for name, value in record["metrics"].items():
         print(f"{name:>14}: {value:.6g}" if isinstance(value, float) else f"{name:>14}: {value}")
-    if "extractor" in record["protocol"]:
+    extractor = record["protocol"].get("extractor", {})
+    if "test_accuracy" in extractor:
         print(f"{'features':>14}: classifier, test accuracy "
-              f"{100 * record['protocol']['extractor']['test_accuracy']:.2f}% (not comparable with Inception FID)")
+              f"{100 * extractor['test_accuracy']:.2f}% (not comparable with Inception FID)")
+    elif extractor:
+        print(f"{'features':>14}: {extractor['name']}, weights sha256 {extractor['weights_sha256'][:16]}...")
     if args.json:
         write_json(record, args.json)
         print(f"wrote {args.json}")

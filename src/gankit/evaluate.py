@@ -24,23 +24,24 @@ from gankit.config import TrainConfig
 from gankit.data import load_dataset
 from gankit.data.mnist import cache_dir, load_split
 from gankit.errors import GankitError
-from gankit.features import classifier
+from gankit.features import classifier, inception
 from gankit.metrics import density_coverage, fid, jsd_1d, kid, mode_metrics, precision_recall
 from gankit.sample import generate, load_generator
 
-FEATURES = ("classifier",)
+FEATURES = ("classifier", "inception")
 IMAGE_SAMPLES = 10_000
 TOY_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 
 
 def evaluate(path_or_run: str | os.PathLike, n_samples: int | None = None, features: str = "classifier",
              split: str = "test", seed: int = 0, device: str = "auto", data_dir: str | None = None,
-             kid_subsets: int = 100, kid_subset_size: int = 1000, log=sys.stderr) -> dict[str, Any]:
+             kid_subsets: int = 100, kid_subset_size: int = 1000, inception_weights: str | None = None,
+             log=sys.stderr) -> dict[str, Any]:
     """Score a checkpoint (or a run folder's last one); returns the JSON-ready record.
     n_samples defaults to 10,000 for images and 2,500 for toy distributions."""
     G, info = load_generator(path_or_run, device)
     metrics, protocol = score(G, info["config"], n_samples, features, split, seed, data_dir,
-                              kid_subsets, kid_subset_size, log)
+                              kid_subsets, kid_subset_size, inception_weights, log)
     return {
         "checkpoint": str(info["path"]),
         "images_seen": int(checkpoint.load(info["path"])["progress"]["images_seen"]),
@@ -55,7 +56,7 @@ def evaluate(path_or_run: str | os.PathLike, n_samples: int | None = None, featu
 def score(G: torch.nn.Module, config: TrainConfig, n_samples: int | None = None,
           features: str = "classifier", split: str = "test", seed: int = 0,
           data_dir: str | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
-          log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
+          inception_weights: str | None = None, log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics, protocol) for generator G (in eval mode) of a run with this config."""
     if n_samples is not None and n_samples < 2:
         raise GankitError(f"--n-samples must be at least 2, got {n_samples}")
@@ -69,11 +70,27 @@ def score(G: torch.nn.Module, config: TrainConfig, n_samples: int | None = None,
 
     if features not in FEATURES:
         raise GankitError(f"--features must be one of {', '.join(FEATURES)}; got {features!r}")
-    model, extractor = classifier.load_or_train(config.data, data_dir or config.data_dir, log=log)
-    real_features = _reference_features(config.data, split, model, extractor, data_dir or config.data_dir)
+    data_dir = data_dir or config.data_dir
     n_samples = n_samples or IMAGE_SAMPLES
-    fake = _to_classifier_input(generate(G, n_samples, seed, config.latent_dim))
-    fake_features = classifier.extract(model, fake)
+    fake = _quantise(generate(G, n_samples, seed, config.latent_dim))  # (N, C, H, W) uint8
+    if features == "classifier":
+        model, info = classifier.load_or_train(config.data, data_dir, log=log)
+        fake = _classifier_input(fake)
+        extract = classifier.extract
+        extractor = {"name": "classifier", "recipe": info["recipe"], "key": info["key"],
+                     "weights_sha256": _sha256(info["file"]), "test_accuracy": info["test_accuracy"]}
+        comparable = "only other gankit classifier-feature results on the same dataset (not Inception FIDs)"
+        preprocessing = ("samples quantised to uint8, averaged to 1 channel, resized to 28x28 "
+                         "(bilinear, antialiased) when needed")
+    else:
+        model, info = inception.load(inception_weights)
+        extract = inception.extract
+        extractor = {"name": "inception-v3-compat (pt_inception-2015-12-05)", "weights_sha256": info["sha256"]}
+        comparable = "Inception FIDs computed with torch-fidelity's or pytorch-fid's protocol"
+        preprocessing = ("samples quantised to uint8; grey repeated to 3 channels; TF1-compatible "
+                         "bilinear resize to 299x299; (x - 128) / 128 (as torch-fidelity)")
+    real_features, n_real = _reference_features(config, split, data_dir, model, extract, extractor)
+    fake_features = extract(model, fake)
     real_np, fake_np = real_features.numpy(), fake_features.numpy()
     kid_mean, kid_std = kid(real_np, fake_np, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
     precision, recall = precision_recall(real_np, fake_np, k=3)
@@ -81,44 +98,67 @@ def score(G: torch.nn.Module, config: TrainConfig, n_samples: int | None = None,
     metrics = {"fid": fid(real_np, fake_np), "kid_mean": kid_mean, "kid_std": kid_std,
                "precision": precision, "recall": recall, "density": density, "coverage": coverage}
     protocol = {
-        "features": "classifier",
-        "extractor": {"recipe": extractor["recipe"], "key": extractor["key"],
-                      "weights_sha256": _sha256(extractor["file"]),
-                      "test_accuracy": extractor["test_accuracy"]},
-        "comparable_with": "only other gankit classifier-feature results on the same dataset "
-                           "(not with Inception FIDs)",
+        "features": features,
+        "extractor": extractor,
+        "comparable_with": comparable,
         "n_samples": n_samples,
-        "reference": {"dataset": config.data, "split": split, "n": len(real_np)},
+        "reference": {"dataset": config.data, "split": split if _has_splits(config) else "all images",
+                      "n": n_real},
         "seed": seed,
         "kid": {"subsets": kid_subsets, "subset_size": kid_subset_size, "kernel": "(x.y/d + 1)^3"},
         "precision_recall_k": 3,
         "density_coverage_k": 5,
-        "preprocessing": "samples quantised to uint8, averaged to 1 channel, resized to 28x28 "
-                         "(bilinear, antialiased) when needed",
+        "preprocessing": preprocessing,
     }
     return metrics, protocol
 
 
-def _to_classifier_input(samples: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) in [-1, 1] -> (N, 1, 28, 28) uint8, quantised as a saved image would be."""
-    x = samples.float()
+def _quantise(samples: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> uint8, as a saved image would be."""
+    return ((samples.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _classifier_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, 1, 28, 28): one channel, 28x28, for the classifier."""
+    if images.shape[1:] == (1, 28, 28):
+        return images
+    x = images.float()
     if x.shape[1] == 3:
         x = x.mean(1, keepdim=True)
     if x.shape[-2:] != (28, 28):
         x = F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.round().clamp(0, 255).to(torch.uint8)
 
 
-def _reference_features(dataset: str, split: str, model, extractor: dict,
-                        data_dir: str | None) -> torch.Tensor:
-    """Features of the whole reference split, cached next to the classifier and reused."""
-    path = cache_dir("stats") / f"{dataset}-{split}-classifier-{extractor['key']}.pt"
+def _has_splits(config: TrainConfig) -> bool:
+    return config.data in ("fashion-mnist", "mnist")
+
+
+def _reference_images(config: TrainConfig, split: str, data_dir: str | None) -> torch.Tensor:
+    """uint8 (N, C, H, W): the split of (Fashion-)MNIST as stored, or a folder/array dataset as the
+    run trained on it (its own size and channels)."""
+    if _has_splits(config):
+        images, _, _ = load_split(config.data, split, data_dir)
+        return torch.from_numpy(images).unsqueeze(1)
+    data = load_dataset(config.data, data_dir=data_dir, image_size=config.image_size, channels=config.channels)
+    return data.images if data.images.dtype == torch.uint8 else _quantise(data.images)
+
+
+def _reference_features(config: TrainConfig, split: str, data_dir: str | None, model, extract,
+                        extractor: dict) -> tuple[torch.Tensor, int]:
+    """Features of the whole reference set, cached under a key of data, split and extractor."""
+    key = hashlib.sha256(json.dumps([config.data, split, config.image_size, config.channels,
+                                     extractor["weights_sha256"]]).encode()).hexdigest()[:16]
+    path = cache_dir("stats") / f"{extractor['name'].split()[0]}-{key}.pt"
     if path.is_file():
-        return checkpoint.load_plain(path)["features"]
-    images, _, _ = load_split(dataset, split, data_dir)
-    features = classifier.extract(model, torch.from_numpy(images).unsqueeze(1))
+        features = checkpoint.load_plain(path)["features"]
+        return features, len(features)
+    images = _reference_images(config, split, data_dir)
+    if extractor["name"] == "classifier":
+        images = _classifier_input(images)
+    features = extract(model, images)
     checkpoint.save_plain(path, {"features": features})
-    return features
+    return features, len(features)
 
 
 def _sha256(path: str) -> str:
