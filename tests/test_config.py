@@ -52,3 +52,9 @@ def test_round_trip_and_unknown_keys():
 
 def test_flag_names():
     assert flag("max_images") == "--max-images"
+
+
+def test_eval_every_needs_classifier_features():
+    with pytest.raises(ConfigError, match="--features inception"):
+        TrainConfig(data="npz:x.npz", eval_every=1000)
+    TrainConfig(data="toy:ring8", model="mlp", eval_every=1000)

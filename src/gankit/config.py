@@ -105,6 +105,11 @@ class TrainConfig:
             raise ConfigError(
                 f"--model dcgan needs image data, but --data {self.data} is a toy distribution; use --model mlp"
             )
+        if self.eval_every is not None and not (self.data in ("fashion-mnist", "mnist") or self.data.startswith("toy:")):
+            raise ConfigError(
+                f"--eval-every uses the offline classifier features, which exist for fashion-mnist, mnist "
+                f"and toy data, not {self.data}; evaluate such runs afterwards with gankit eval --features inception"
+            )
         if self.image_size is not None and self.data.startswith("toy:"):
             raise ConfigError(f"{flag('image_size')} does not apply to toy data ({self.data})")
 

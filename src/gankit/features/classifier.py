@@ -23,7 +23,7 @@ from gankit import checkpoint
 from gankit.data.mnist import cache_dir
 from gankit.errors import GankitError
 
-RECIPE = {"arch": "cnn-2conv-128", "epochs": 5, "batch_size": 128, "optimizer": "adam", "lr": 1e-3,
+RECIPE = {"arch": "cnn-2conv-128", "epochs": 10, "batch_size": 128, "optimizer": "adam", "lr": 1e-3,
           "lr_decay": "cosine", "seed": 0, "input": "28x28x1 in [-1, 1]"}
 FEATURE_DIM = 128
 
