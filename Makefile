@@ -39,7 +39,7 @@ demo: data
 	$(BIN)/gankit sample runs/demo -n 64 --out runs/demo/final-samples.png
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 clean:

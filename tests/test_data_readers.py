@@ -19,6 +19,7 @@ from gankit.data import ImageDataset, load_dataset, mnist
 from gankit.data.idx import read_idx, read_idx_images, read_idx_labels
 from gankit.data.toy import TOY_DISTRIBUTIONS
 from gankit.errors import DataError
+from gankit.files import sha256
 
 # --- IDX ---------------------------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ def _serve_from(directory: Path):
 
 def test_download_checks_sha256(tmp_path, no_system_data, monkeypatch):
     served = fake_mnist(tmp_path / "served")
-    sums = {p.name: mnist._sha256(p) for p in served.iterdir()}
+    sums = {p.name: sha256(p) for p in served.iterdir()}
     monkeypatch.setitem(mnist.SHA256, "mnist", sums)
     monkeypatch.setattr(mnist, "_download", _serve_from(served))
     path = mnist.fetch("mnist")

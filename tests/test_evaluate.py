@@ -134,6 +134,7 @@ def test_eval_during_training_keeps_the_best_checkpoint(tmp_path, offline_cache)
 def test_eval_with_inception_features_on_an_array_dataset(tmp_path, offline_cache, capsys):
     from fakes import make_npz
     from gankit.features import inception
+    from gankit.files import sha256
 
     data = make_npz(tmp_path / "d.npz", n=12, size=32, channels=3)
     run = tmp_path / "run"
@@ -150,5 +151,5 @@ def test_eval_with_inception_features_on_an_array_dataset(tmp_path, offline_cach
                  "--n-samples", "8", "--kid-subsets", "2", "--kid-subset-size", "4", "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["protocol"]["reference"] == {"dataset": f"npz:{data}", "split": "all images", "n": 12}
-    assert record["protocol"]["extractor"]["weights_sha256"] == inception._sha256(weights)
+    assert record["protocol"]["extractor"]["weights_sha256"] == sha256(weights)
     assert np.isfinite(record["metrics"]["fid"])

@@ -180,7 +180,8 @@ def _add_eval(commands) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from gankit.evaluate import evaluate, write_json
+    from gankit.evaluate import evaluate
+    from gankit.files import write_json
 
     record = evaluate(args.checkpoint, args.n_samples, args.features, args.split, args.seed,
                       args.device, args.data_dir, args.kid_subsets, args.kid_subset_size,

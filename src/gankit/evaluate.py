@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ from gankit.data import load_dataset
 from gankit.data.mnist import cache_dir, load_split
 from gankit.errors import GankitError
 from gankit.features import classifier, inception
+from gankit.files import sha256
 from gankit.metrics import density_coverage, fid, jsd_1d, kid, mode_metrics, precision_recall
 from gankit.sample import generate, load_generator
 
@@ -68,17 +68,26 @@ def score(G: torch.nn.Module, config: TrainConfig, n_samples: int | None = None,
             "metric": "modes/high_quality/reverse_kl (VEEGAN, PacGAN)" if toy.dim == 2 else "jsd_1d (nats)",
             "n_samples": len(samples), "seed": seed}
 
+    fake = _quantise(generate(G, n_samples or IMAGE_SAMPLES, seed, config.latent_dim))  # (N, C, H, W)
+    return score_images(fake, config, features, split, seed, data_dir, kid_subsets, kid_subset_size,
+                        inception_weights, log)
+
+
+def score_images(fake: torch.Tensor, config: TrainConfig, features: str = "classifier",
+                 split: str = "test", seed: int = 0, data_dir: str | None = None,
+                 kid_subsets: int = 100, kid_subset_size: int = 1000,
+                 inception_weights: str | None = None, log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
+    """(metrics, protocol) for uint8 images (N, C, H, W) against the run's reference set."""
     if features not in FEATURES:
         raise GankitError(f"--features must be one of {', '.join(FEATURES)}; got {features!r}")
     data_dir = data_dir or config.data_dir
-    n_samples = n_samples or IMAGE_SAMPLES
-    fake = _quantise(generate(G, n_samples, seed, config.latent_dim))  # (N, C, H, W) uint8
+    n_samples = len(fake)
     if features == "classifier":
         model, info = classifier.load_or_train(config.data, data_dir, log=log)
         fake = _classifier_input(fake)
         extract = classifier.extract
         extractor = {"name": "classifier", "recipe": info["recipe"], "key": info["key"],
-                     "weights_sha256": _sha256(info["file"]), "test_accuracy": info["test_accuracy"]}
+                     "weights_sha256": sha256(info["file"]), "test_accuracy": info["test_accuracy"]}
         comparable = "only other gankit classifier-feature results on the same dataset (not Inception FIDs)"
         preprocessing = ("samples quantised to uint8, averaged to 1 channel, resized to 28x28 "
                          "(bilinear, antialiased) when needed")
@@ -159,19 +168,3 @@ def _reference_features(config: TrainConfig, split: str, data_dir: str | None, m
     features = extract(model, images)
     checkpoint.save_plain(path, {"features": features})
     return features, len(features)
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json(record: dict, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)

@@ -39,12 +39,6 @@ def prepare_new(run_dir: Path, overwrite: bool = False) -> None:
         raise GankitError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from None
 
 
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def truncate_metrics(run_dir: Path, images: int) -> None:
     """Drop metrics rows past a checkpoint (written after it, before a crash) so a resume does not repeat them."""
     path = run_dir / METRICS

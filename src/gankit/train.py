@@ -30,6 +30,7 @@ from gankit.data.batches import batches_for
 from gankit.devices import resolve_device
 from gankit.errors import CheckpointError, ConfigError, GankitError
 from gankit.evaluate import score
+from gankit.files import write_json
 from gankit.imagegrid import save_grid, save_png, scatter
 from gankit.losses import discriminator_loss, generator_loss
 from gankit.models import build_models
@@ -201,7 +202,7 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
         best_fid = record["progress"].get("best_fid")
         runs.truncate_metrics(run_dir, images_seen)
 
-    runs.write_json(run_dir / runs.CONFIG, {
+    write_json(run_dir / runs.CONFIG, {
         "config": {**config.to_dict(), "max_images_resolved": total},
         "dataset": {"name": dataset.name, "shape": list(dataset.shape),
                     "size": len(dataset) if isinstance(dataset, ImageDataset) else None,

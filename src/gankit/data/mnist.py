@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.request
@@ -12,6 +11,7 @@ import numpy as np
 
 from gankit.data.idx import read_idx_images, read_idx_labels
 from gankit.errors import DataError
+from gankit.files import sha256
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -78,14 +78,6 @@ def _download(url: str, dest: Path, timeout: float) -> None:
             out.write(block)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding the dataset: found locally, else downloaded and checksum-verified."""
     found = find_files(name, data_dir)
@@ -99,7 +91,7 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     errors = []
     for filename, expected in SHA256[name].items():
         dest = target / filename
-        if dest.is_file() and _sha256(dest) == expected:
+        if dest.is_file() and sha256(dest) == expected:
             continue
         for base in MIRRORS[name]:
             url = base + filename
@@ -110,7 +102,7 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
                 tmp.unlink(missing_ok=True)
                 errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
                 continue
-            actual = _sha256(tmp)
+            actual = sha256(tmp)
             if actual != expected:
                 tmp.unlink(missing_ok=True)
                 raise DataError(f"checksum mismatch for {url}: expected SHA-256 {expected}, got "
@@ -163,7 +155,7 @@ def info(name: str, data_dir: str | os.PathLike | None = None) -> dict:
         path = _file(directory, stem)
         entry = {"path": str(path), "bytes": path.stat().st_size}
         if path.suffix == ".gz":
-            entry["sha256_ok"] = _sha256(path) == SHA256[name][path.name]
+            entry["sha256_ok"] = sha256(path) == SHA256[name][path.name]
         record["files"][stem] = entry
     for split in FILES:
         images, labels, _ = load_split(name, split, data_dir, download=False)

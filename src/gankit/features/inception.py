@@ -9,7 +9,6 @@ it (no half-pixel offset), then (x - 128) / 128. Features: the 2048-d average po
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ from torch import nn
 from gankit import checkpoint
 from gankit.data.mnist import cache_dir
 from gankit.errors import GankitError
+from gankit.files import sha256
 
 WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                "weights-inception-2015-12-05-6726825d.pth")
@@ -210,7 +210,7 @@ def load(weights: str | os.PathLike | None = None) -> tuple[FIDInception, dict]:
     model = FIDInception()
     checkpoint.load_state(model, state, "the Inception weights", path)
     model.eval().requires_grad_(False)
-    return model, {"file": str(path), "sha256": _sha256(path)}
+    return model, {"file": str(path), "sha256": sha256(path)}
 
 
 def _cached_or_download() -> Path:
@@ -230,7 +230,7 @@ def _cached_or_download() -> Path:
             f"Download {WEIGHTS_URL} (or pytorch-fid's pt_inception-2015-12-05-6726825d.pth) on a machine "
             f"with network access and pass it with --inception-weights PATH, or put it at {target}"
         ) from None
-    digest = _sha256(tmp)
+    digest = sha256(tmp)
     if not digest.startswith(WEIGHTS_SHA256_PREFIX):
         tmp.unlink(missing_ok=True)
         raise GankitError(f"checksum mismatch for {WEIGHTS_URL}: SHA-256 {digest} does not start with "
@@ -245,11 +245,3 @@ def extract(model: FIDInception, images: torch.Tensor, batch: int = 100) -> torc
     device = next(model.parameters()).device
     return torch.cat([model(images[i:i + batch].to(device)).double().cpu()
                       for i in range(0, len(images), batch)])
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
