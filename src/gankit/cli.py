@@ -195,7 +195,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     elif extractor:
         print(f"{'features':>14}: {extractor['name']}, weights sha256 {extractor['weights_sha256'][:16]}...")
     if args.json:
-        write_json(record, args.json)
+        write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0
 

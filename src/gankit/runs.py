@@ -39,6 +39,16 @@ def prepare_new(run_dir: Path, overwrite: bool = False) -> None:
         raise GankitError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from None
 
 
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the half-written temp files a killed process left (".last.pt.tmp-PID" and the like).
+    Only the complete files they were meant to replace count; those were never touched."""
+    stale = [p for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / SAMPLES) if folder.is_dir()
+             for p in folder.glob(".*.tmp-*")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def truncate_metrics(run_dir: Path, images: int) -> None:
     """Drop metrics rows past a checkpoint (written after it, before a crash) so a resume does not repeat them."""
     path = run_dir / METRICS

@@ -201,6 +201,7 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
         images_seen, iterations = restore(record)
         best_fid = record["progress"].get("best_fid")
         runs.truncate_metrics(run_dir, images_seen)
+        runs.remove_stale_temp_files(run_dir)
 
     write_json(run_dir / runs.CONFIG, {
         "config": {**config.to_dict(), "max_images_resolved": total},

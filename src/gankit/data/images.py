@@ -1,4 +1,8 @@
-"""Image folders (PNG/JPEG, recursively) and array files (.npz/.npy) -> uint8 or float (N, C, H, W)."""
+"""Image datasets: folders of PNG/JPEG files and .npz/.npy arrays -> (N, C, H, W) tensors.
+
+Pixels stay uint8 (0..255) where the source is 8-bit, a quarter of the memory of float; they are
+mapped to [-1, 1] per batch by ImageDataset.to_float. Float arrays are stored already in [-1, 1].
+"""
 
 from __future__ import annotations
 
@@ -6,100 +10,187 @@ import math
 import os
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from gankit.errors import DataError
 
-EXTENSIONS = {".png", ".jpg", ".jpeg"}
+EXTENSIONS = (".png", ".jpg", ".jpeg")
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+ARRAY_KEYS = ("images", "x", "arr_0")  # preferred .npz members, in order
+_RESIZE_CHUNK_BYTES = 1 << 26  # float32 working memory per interpolate call
 
+
+@dataclass
+class ImageDataset:
+    """A whole image dataset in memory."""
+
+    name: str  # e.g. "fashion-mnist", "folder:/x", "npz:/x.npz"
+    images: torch.Tensor  # (N, C, H, W): uint8 0..255, or float32 already in [-1, 1]; CPU, contiguous
+    source: str  # where it came from, for people
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W)."""
+        c, h, w = self.images.shape[1:]
+        return (c, h, w)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to_float(self, batch: torch.Tensor) -> torch.Tensor:
+        """A slice of self.images (any device) -> float32 in [-1, 1]: uint8 0 -> -1.0, 255 -> 1.0."""
+        if batch.dtype == torch.uint8:
+            return batch.float() / 127.5 - 1.0  # 255 / 127.5 is exactly 2.0 in float32
+        return batch.float()
+
+
+def check_options(image_size: int | None, channels: int | None, what: str) -> None:
+    """DataError for an image size or channel count no loader can produce."""
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise DataError(f"{what}: --image-size must be a positive integer, got {image_size!r}")
+    if channels not in (None, 1, 3):
+        raise DataError(f"{what}: --channels must be 1 or 3, got {channels!r}")
+
+
+# --- folders ---------------------------------------------------------------------------------
 
 def load_folder(path: str | os.PathLike, image_size: int | None = None,
-                channels: int | None = None) -> tuple[torch.Tensor, str]:
-    """(N, C, H, W) uint8 from every image under path, sorted by name; and a source description."""
+                channels: int | None = None) -> ImageDataset:
+    """Every .png/.jpg/.jpeg under path (recursively, sorted) as one (N, C, H, W) uint8 dataset.
+
+    image_size None keeps the native size (all images must share it); otherwise the shorter side
+    is resized to image_size and the centre cropped square. channels None: 1 if every image is
+    grey, else 3.
+    """
     root = Path(path)
+    name = f"folder:{path}"
+    check_options(image_size, channels, name)
     if not root.is_dir():
-        raise DataError(f"folder:{root}: not a folder")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        raise DataError(f"{name}: not a folder (or it does not exist); give a folder of .png/.jpg images")
+    try:
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    except OSError as exc:
+        raise DataError(f"{name}: cannot list the folder: {exc.strerror or exc}") from None
     if not files:
-        raise DataError(f"folder:{root}: no .png/.jpg/.jpeg images found (searched recursively)")
-    pictures = []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                image.load()
-                pictures.append(image.copy())
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"cannot read image {file}: {exc}") from None
+        raise DataError(f"{name}: no .png/.jpg/.jpeg images found (searched recursively)")
+
+    # Pass 1 reads headers only (cheap): the channel count and any size mismatch are known
+    # before a single pixel is decoded, and the output can be allocated once.
+    headers = [_header(file) for file in files]  # (mode, (width, height))
     if channels is None:
-        channels = 1 if all(p.mode in ("L", "1", "I;16", "I", "LA") for p in pictures) else 3
-    mode = "L" if channels == 1 else "RGB"
-    arrays = []
-    first_size = pictures[0].size
-    for file, picture in zip(files, pictures, strict=True):
-        picture = picture.convert(mode)
-        if image_size is not None:
-            picture = _resize_crop(picture, image_size)
-        elif picture.size != first_size:
-            raise DataError(
-                f"images differ in size: {files[0]} is {first_size[0]}x{first_size[1]}, {file} is "
-                f"{picture.size[0]}x{picture.size[1]}; pass --image-size to resize them all"
-            )
-        array = np.asarray(picture, dtype=np.uint8)
-        arrays.append(array[:, :, None] if array.ndim == 2 else array)
-    stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
-    return stacked, f"{len(files)} images under {root}"
+        channels = 1 if all(mode in GREY_MODES for mode, _ in headers) else 3
+    if image_size is None:
+        first_w, first_h = headers[0][1]
+        for file, (_, (w, h)) in zip(files, headers, strict=True):
+            if (w, h) != (first_w, first_h):
+                raise DataError(f"{name}: images differ in size: {files[0]} is {first_w}x{first_h}, "
+                                f"{file} is {w}x{h}; pass --image-size to resize them all")
+        out_h, out_w = first_h, first_w
+    else:
+        out_h = out_w = image_size
+
+    # Pass 2 decodes each image straight into its slot of the output.
+    out = torch.empty((len(files), channels, out_h, out_w), dtype=torch.uint8)
+    for i, file in enumerate(files):
+        x = _decode(file, channels)  # (1, C, h, w) uint8
+        out[i] = x[0] if image_size is None else resize(x, image_size)[0]
+    return ImageDataset(name, out, f"{len(files)} images under {root.resolve()}")
 
 
-def _resize_crop(picture: Image.Image, size: int) -> Image.Image:
-    """Shorter side to size (bicubic, antialiased), then a centred size x size crop."""
-    w, h = picture.size
-    scale = size / min(w, h)
-    picture = picture.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-    w, h = picture.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return picture.crop((left, top, left + size, top + size))
+def _header(file: Path) -> tuple[str, tuple[int, int]]:
+    with _pil_errors(file):
+        with Image.open(file) as image:  # parses the header; pixels are decoded on load()
+            return image.mode, image.size
 
 
-def load_array(path: str | os.PathLike, image_size: int | None = None,
-               channels: int | None = None) -> tuple[torch.Tensor, str]:
-    """(N, C, H, W) uint8, or float32 in [-1, 1], from an .npz or .npy array of images."""
+def _decode(file: Path, channels: int) -> torch.Tensor:
+    """(1, C, H, W) uint8 pixels of one image file, as grey (C=1, PIL "L") or RGB (C=3)."""
+    with _pil_errors(file):
+        with Image.open(file) as image:
+            image.load()
+            if image.mode.startswith("I;16") or image.mode == "I":
+                # 16-bit grey: PIL's convert("L") clips at 255 instead of scaling, so scale here.
+                wide = np.asarray(image, dtype=np.float64)
+                grey = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+                image = Image.fromarray(grey)  # 2-D uint8 -> mode "L"
+            array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]  # (H, W) -> (H, W, 1)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)  # (1, C, H, W)
+
+
+@contextmanager
+def _pil_errors(file: Path) -> Iterator[None]:
+    """Turns whatever PIL raises for one file into a DataError naming that file."""
+    try:
+        yield
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {file} is too large to load safely ({exc}); shrink it or remove it "
+                        f"from the folder") from None
+    except DataError:
+        raise
+    except Exception as exc:
+        # A corrupt file can make a PIL plugin raise almost anything (OSError, ValueError,
+        # SyntaxError, struct.error, ...): all of them mean "this file is bad".
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DataError(f"cannot read image {file}: {reason}; fix or remove the file") from None
+
+
+# --- arrays ----------------------------------------------------------------------------------
+
+def load_npz(path: str | os.PathLike, image_size: int | None = None,
+             channels: int | None = None) -> ImageDataset:
+    """Images from an .npz archive or .npy file: (N, H, W) or (N, H, W, C), C in 1, 3, 4.
+
+    uint8 stays uint8; float in [0, 1] is mapped to [-1, 1], float in [-1, 1] kept; alpha dropped.
+    Never unpickles (object arrays are refused).
+    """
     path = Path(path)
+    name = f"npz:{path}"
+    check_options(image_size, channels, name)
     if not path.is_file():
-        raise DataError(f"npz:{path}: no such file")
+        raise DataError(f"{name}: no such file; give an .npz or .npy file of images")
     try:
         array = _read_array(path)
     except DataError:
         raise
-    except ValueError as exc:  # object arrays need pickle, which we refuse; malformed headers
-        raise DataError(f"cannot read {path}: {exc} (object arrays are not supported)") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"cannot read {path}: not a valid .npz/.npy file ({exc})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            RuntimeError, KeyError) as exc:  # malformed header, bad zip, encrypted or odd compression
+        raise DataError(f"cannot read {path}: not a valid .npz/.npy array file ({exc})") from None
+
     if array.ndim == 3:
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[-1] not in (1, 3, 4) or array.shape[0] == 0:
-        raise DataError(f"{path}: expected images (N, H, W) or (N, H, W, C) with C in 1, 3, 4 and N > 0, "
-                        f"got shape {array.shape}")
-    array = array[..., :3] if array.shape[-1] == 4 else array  # drop alpha
+        array = array[..., None]  # (N, H, W) -> (N, H, W, 1)
+    if array.ndim != 4 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape:
+        raise DataError(f"{path}: expected images (N, H, W) or (N, H, W, C) with C in 1, 3, 4 and N, H, "
+                        f"W > 0, got shape {tuple(array.shape)}")
+    if array.shape[-1] == 4:
+        array = array[..., :3]  # drop alpha
     if array.dtype == np.uint8:
-        x = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
+        x = torch.from_numpy(np.ascontiguousarray(array))
     elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
+        if not np.isfinite(array).all():  # before the float32 cast, which would turn 1e300 into inf
             raise DataError(f"{path}: the images contain NaN or Inf")
         lo, hi = float(array.min()), float(array.max())
-        if lo >= 0 and hi <= 1:
-            array = array * 2 - 1
-        elif not (lo >= -1 and hi <= 1):
-            raise DataError(f"{path}: float images must lie in [0, 1] or [-1, 1], found [{lo:g}, {hi:g}]")
-        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(0, 3, 1, 2)
+        if not (lo >= -1 and hi <= 1):
+            raise DataError(f"{path}: float images must lie in [0, 1] or [-1, 1], found [{lo:g}, {hi:g}]; "
+                            f"rescale them or store uint8 0..255")
+        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        if lo >= 0:
+            x = x * 2 - 1  # [0, 1] -> [-1, 1]
     else:
         raise DataError(f"{path}: images must be uint8 or float, got {array.dtype}")
-    x = convert(x, image_size, channels)
-    return x.contiguous(), str(path)
+    x = convert(x.permute(0, 3, 1, 2), image_size, channels)  # (N, C, H, W)
+    return ImageDataset(name, x.contiguous(), str(path.resolve()))
 
 
 def _read_array(path: Path) -> np.ndarray:
@@ -111,18 +202,20 @@ def _read_array(path: Path) -> np.ndarray:
             return _read_npy(f, path.stat().st_size, path)
     with zipfile.ZipFile(path) as archive:
         names = {n[:-4]: n for n in archive.namelist() if n.endswith(".npy")}
-        key = next((k for k in ("images", "x", "arr_0") if k in names),
-                   next(iter(names)) if len(names) == 1 else None)
+        if not names:
+            raise DataError(f"{path}: the archive holds no .npy arrays")
+        key = next((k for k in ARRAY_KEYS if k in names), next(iter(names)) if len(names) == 1 else None)
         if key is None:
-            raise DataError(f"{path} holds arrays {sorted(names)}; name the images array 'images'")
+            raise DataError(f"{path} holds arrays {sorted(names)}; name the images array 'images' "
+                            f"(or 'x', 'arr_0'), or save only that array")
         info = archive.getinfo(names[key])
-        # deflate expands at most ~1032:1, so the member's real size is bounded by its compressed size
+        # Deflate expands at most ~1032:1, so the member's real size is bounded by its compressed size.
         backing = min(info.file_size, info.compress_size * 1032 + 1024)
         with archive.open(info) as f:
             return _read_npy(f, backing, path)
 
 
-def _read_npy(f, backing_bytes: int, path: Path) -> np.ndarray:
+def _read_npy(f: BinaryIO, backing_bytes: int, path: Path) -> np.ndarray:
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
@@ -131,45 +224,55 @@ def _read_npy(f, backing_bytes: int, path: Path) -> np.ndarray:
     else:
         raise DataError(f"cannot read {path}: .npy format version {version} is not supported (1.0, 2.0 are)")
     if dtype.hasobject:
-        raise DataError(f"cannot read {path}: object arrays are not supported (they need pickle)")
-    claimed = math.prod(shape) * dtype.itemsize
+        raise DataError(f"cannot read {path}: object arrays are not supported (they need pickle); "
+                        f"save a uint8 or float array")
+    count = math.prod(shape)
+    claimed = count * dtype.itemsize
     if claimed > backing_bytes:
         raise DataError(f"{path}: the array header claims shape {shape} ({claimed} bytes) but the "
                         f"file holds at most {backing_bytes} bytes: truncated or corrupt")
-    return _read_body(f, shape, fortran, dtype, path)
-
-
-def _read_body(f, shape: tuple, fortran: bool, dtype: np.dtype, path: Path) -> np.ndarray:
-    count = math.prod(shape)
-    data = f.read(count * dtype.itemsize)
-    if len(data) != count * dtype.itemsize:
-        raise DataError(f"{path}: truncated array data ({len(data)} of {count * dtype.itemsize} bytes)")
-    array = np.frombuffer(bytearray(data), dtype=dtype, count=count)  # writable, for torch
+    data = bytearray(claimed)  # writable, so torch.from_numpy needs no copy
+    got = f.readinto(data) if claimed else 0
+    if got != claimed:
+        raise DataError(f"{path}: truncated array data ({got} of {claimed} bytes)")
+    array = np.frombuffer(data, dtype=dtype, count=count)
     return array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
 
 
+# --- channels and size -----------------------------------------------------------------------
+
 def convert(x: torch.Tensor, image_size: int | None, channels: int | None) -> torch.Tensor:
-    """Channel count and size for a (N, C, H, W) uint8 or float tensor, keeping its dtype."""
+    """Channel count and size for a (N, C, H, W) uint8 or float tensor, keeping its dtype.
+
+    Grey conversion comes before and channel repetition after the resize, so the resize
+    works on as few channels as possible.
+    """
     if channels == 1 and x.shape[1] == 3:
         weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, as PIL's "L"
         grey = (x.float() * weights).sum(1, keepdim=True)
         x = grey.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else grey
-    elif channels == 3 and x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    if image_size is not None and x.shape[-2:] != (image_size, image_size):
+    if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
         x = resize(x, image_size)
+    if channels == 3 and x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
     return x
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Shorter side to size (bilinear, antialiased), centre crop; uint8 stays uint8."""
-    h, w = x.shape[-2:]
+    """(N, C, H, W) -> (N, C, size, size): shorter side to size (bilinear, antialiased), centre crop.
+
+    uint8 is rounded back to uint8; float stays float32.
+    """
+    n, c, h, w = x.shape
     scale = size / min(h, w)
-    new = (max(size, round(h * scale)), max(size, round(w * scale)))
-    out = []
-    for chunk in x.split(4096):  # bounded temporary float memory
-        y = F.interpolate(chunk.float(), size=new, mode="bilinear", antialias=True, align_corners=False)
-        out.append(y.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else y.clamp(-1, 1))
-    y = torch.cat(out)
-    top, left = (new[0] - size) // 2, (new[1] - size) // 2
-    return y[..., top:top + size, left:left + size]
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    out = torch.empty((n, c, size, size), dtype=x.dtype)
+    per_image = 4 * c * max(h * w, new_h * new_w)  # float32 bytes per image while resizing
+    step = max(1, _RESIZE_CHUNK_BYTES // per_image)
+    for start in range(0, n, step):
+        y = F.interpolate(x[start:start + step].float(), size=(new_h, new_w), mode="bilinear",
+                          antialias=True, align_corners=False)
+        y = y[..., top:top + size, left:left + size]
+        out[start:start + step] = y.round().clamp(0, 255) if x.dtype == torch.uint8 else y.clamp(-1, 1)
+    return out

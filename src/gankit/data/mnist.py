@@ -1,8 +1,17 @@
-"""Fashion-MNIST and MNIST: find the IDX files locally, or download them with SHA-256 checks."""
+"""Fashion-MNIST and MNIST: find the four IDX files locally, or download them with SHA-256 checks.
+
+Search order (the first directory holding all four files wins): --data-dir and --data-dir/NAME;
+$GANKIT_DATA and $GANKIT_DATA/NAME; the user cache $XDG_CACHE_HOME/gankit/NAME (default
+~/.cache/gankit/NAME); system directories (Debian's dataset-fashion-mnist). Downloads go to
+--data-dir if given, else the user cache, and are moved into place only once their SHA-256 matches.
+Files found locally are trusted as they are (a user may have uncompressed them).
+"""
 
 from __future__ import annotations
 
+import http.client
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,11 +22,13 @@ from gankit.data.idx import read_idx_images, read_idx_labels
 from gankit.errors import DataError
 from gankit.files import sha256
 
-FILES = {
+NAMES = ("fashion-mnist", "mnist")
+SPLITS = ("train", "test")
+FILES = {  # split -> (images, labels), without the optional .gz
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-MIRRORS = {
+MIRRORS = {  # base URLs, tried in order
     "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
     "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
               "https://storage.googleapis.com/cvdf-datasets/mnist/"],
@@ -36,26 +47,37 @@ SHA256 = {  # of the .gz files as served by the mirrors
         "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
     },
 }
+# Read-only system copies, searched last; a module constant so that tests can empty it.
 SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")], "mnist": []}
-TIMEOUT = 30.0
+TIMEOUT = 30.0  # seconds per connection attempt / read
 
 
 def cache_dir(name: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    """The user cache for `name`: $XDG_CACHE_HOME/gankit/NAME, default ~/.cache/gankit/NAME."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base or not os.path.isabs(base):  # the XDG spec says to ignore relative paths
+        base = Path.home() / ".cache"
     return Path(base) / "gankit" / name
 
 
 def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Where the files are looked for, in order."""
+    _check_name(name)
     dirs: list[Path] = []
     if data_dir is not None:
         dirs += [Path(data_dir), Path(data_dir) / name]
     if os.environ.get("GANKIT_DATA"):
-        dirs += [Path(os.environ["GANKIT_DATA"]), Path(os.environ["GANKIT_DATA"]) / name]
-    return dirs + [cache_dir(name)] + SYSTEM_DIRS[name]
+        env = Path(os.environ["GANKIT_DATA"])
+        dirs += [env, env / name]
+    return dirs + [cache_dir(name)] + list(SYSTEM_DIRS.get(name, []))
+
+
+def _stems() -> list[str]:
+    return [stem for pair in FILES.values() for stem in pair]
 
 
 def _file(directory: Path, stem: str) -> Path | None:
+    """directory/stem or directory/stem.gz, whichever exists (plain first)."""
     for candidate in (directory / stem, directory / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
@@ -63,23 +85,22 @@ def _file(directory: Path, stem: str) -> Path | None:
 
 
 def find_files(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
-    """The first searched folder that holds all four files, or None."""
-    _check_name(name)
-    stems = [s for pair in FILES.values() for s in pair]
+    """The first searched directory that holds all four files, or None."""
     for directory in search_dirs(name, data_dir):
-        if all(_file(directory, s) for s in stems):
+        if all(_file(directory, stem) for stem in _stems()):
             return directory
     return None
 
 
 def _download(url: str, dest: Path, timeout: float) -> None:
+    """Copy url to dest (a temporary file); raises URLError/OSError on network failure."""
     with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
         while block := response.read(1 << 20):
             out.write(block)
 
 
 def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder holding the dataset: found locally, else downloaded and checksum-verified."""
+    """The directory holding the dataset: found locally, else downloaded and checksum-verified."""
     found = find_files(name, data_dir)
     if found is not None:
         return found
@@ -87,39 +108,59 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create {target} to download {name} into: {exc.strerror or exc}") from None
-    errors = []
+        raise DataError(f"cannot create {target} to download {name} into: {exc.strerror or exc}; "
+                        f"pass --data-dir DIR with a writable DIR") from None
     for filename, expected in SHA256[name].items():
         dest = target / filename
         if dest.is_file() and sha256(dest) == expected:
-            continue
-        for base in MIRRORS[name]:
-            url = base + filename
-            tmp = target / f".{filename}.part-{os.getpid()}"
-            try:
-                _download(url, tmp, TIMEOUT)
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                tmp.unlink(missing_ok=True)
-                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
-                continue
-            actual = sha256(tmp)
-            if actual != expected:
-                tmp.unlink(missing_ok=True)
-                raise DataError(f"checksum mismatch for {url}: expected SHA-256 {expected}, got "
-                                f"{actual}; the download was discarded, try again later")
-            os.replace(tmp, dest)
-            break
-        else:
-            raise DataError(_offline_message(name, data_dir, errors))
+            continue  # left by an earlier, interrupted fetch
+        _download_checked(name, filename, expected, dest, data_dir)
     return target
 
 
-def _offline_message(name: str, data_dir, errors: list[str]) -> str:
+def _download_checked(name: str, filename: str, expected: str, dest: Path,
+                      data_dir: str | os.PathLike | None) -> None:
+    """Download filename from the first mirror that serves it with the right SHA-256, to dest."""
+    failures: list[str] = []
+    mismatch: str | None = None
+    for base in MIRRORS[name]:
+        url = base + filename
+        # A temporary file in the same directory: os.replace is then atomic, and nothing
+        # unverified ever carries the final name.
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=dest.parent)
+            os.close(fd)
+        except OSError as exc:
+            raise DataError(f"cannot write into {dest.parent}: {exc.strerror or exc}; pass --data-dir "
+                            f"DIR with a writable DIR") from None
+        tmp = Path(tmp_name)
+        try:
+            try:
+                _download(url, tmp, TIMEOUT)
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+                continue
+            actual = sha256(tmp)
+            if actual != expected:
+                mismatch = (f"checksum mismatch for {url}: expected SHA-256 {expected}, got {actual}; "
+                            f"the download was discarded, try again later")
+                continue
+            os.replace(tmp, dest)
+            return
+        finally:
+            tmp.unlink(missing_ok=True)
+    if mismatch is not None:
+        raise DataError(mismatch)
+    raise DataError(_not_found_message(name, data_dir, failures[-1] if failures else "no mirror"))
+
+
+def _not_found_message(name: str, data_dir: str | os.PathLike | None, reason: str) -> str:
     urls = " ".join(MIRRORS[name][0] + f for f in SHA256[name])
     searched = ", ".join(str(d) for d in search_dirs(name, data_dir))
-    how = ("install Debian's package (apt-get install dataset-fashion-mnist), or " if name == "fashion-mnist" else "")
-    return (f"{name} not found and could not be downloaded ({errors[-1] if errors else 'no network'}). "
-            f"To get it, {how}download {urls} into a folder and pass --data-dir DIR or set GANKIT_DATA=DIR. "
+    debian = ("install Debian's package (apt-get install dataset-fashion-mnist, Debian/Ubuntu), or "
+              if name == "fashion-mnist" else "")
+    return (f"{name} not found locally and not downloaded ({reason}). To get it, {debian}download "
+            f"the four files {urls} into a directory DIR and pass --data-dir DIR or set GANKIT_DATA=DIR. "
             f"Searched: {searched}")
 
 
@@ -132,33 +173,43 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
     directory = find_files(name, data_dir)
     if directory is None:
         if not download:
-            raise DataError(_offline_message(name, data_dir, ["downloads disabled"]))
+            raise DataError(_not_found_message(name, data_dir, "downloads disabled"))
         directory = fetch(name, data_dir)
-    image_file, label_file = (_file(directory, s) for s in FILES[split])
+    image_file, label_file = (_file(directory, stem) for stem in FILES[split])
+    if image_file is None or label_file is None:  # removed since the search
+        raise DataError(f"{name}: the {split} files vanished from {directory}; fetch them again")
     images, labels = read_idx_images(image_file), read_idx_labels(label_file)
     if len(images) != len(labels):
-        raise DataError(f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} labels")
-    return images, labels, str(image_file)
+        raise DataError(f"{image_file} holds {len(images)} images but {label_file} holds "
+                        f"{len(labels)} labels; one of them is wrong, download them again")
+    if len(images) == 0:
+        raise DataError(f"{image_file} holds no images")
+    return images, labels, f"{image_file}, {label_file}"
 
 
 def info(name: str, data_dir: str | os.PathLike | None = None) -> dict:
-    """Where the dataset is (or would be looked for), its files and their state."""
-    _check_name(name)
+    """Where the dataset is (or would be looked for), its files, their checksums and contents."""
     directory = find_files(name, data_dir)
     record: dict = {"name": name, "found": str(directory) if directory else None,
                     "searched": [str(d) for d in search_dirs(name, data_dir)],
-                    "urls": [MIRRORS[name][0] + f for f in SHA256[name]]}
+                    "urls": [base + f for base in MIRRORS[name] for f in SHA256[name]]}
     if directory is None:
         return record
     record["files"] = {}
-    for stem in [s for pair in FILES.values() for s in pair]:
+    for stem in _stems():
         path = _file(directory, stem)
-        entry = {"path": str(path), "bytes": path.stat().st_size}
-        if path.suffix == ".gz":
-            entry["sha256_ok"] = sha256(path) == SHA256[name][path.name]
-        record["files"][stem] = entry
-    for split in FILES:
-        images, labels, _ = load_split(name, split, data_dir, download=False)
+        if path is None:  # removed since the search
+            record["files"][stem] = {"path": None}
+            continue
+        # Checksums are of the .gz files; an uncompressed file cannot be checked.
+        ok = sha256(path) == SHA256[name][path.name] if path.suffix == ".gz" else None
+        record["files"][stem] = {"path": str(path), "bytes": path.stat().st_size, "sha256_ok": ok}
+    for split in SPLITS:
+        try:
+            images, labels, _ = load_split(name, split, directory, download=False)
+        except DataError as exc:
+            record[split] = {"error": str(exc)}
+            continue
         record[split] = {"images": len(images), "shape": list(images.shape[1:]),
                          "classes": sorted(int(c) for c in np.unique(labels))}
     return record
@@ -166,4 +217,4 @@ def info(name: str, data_dir: str | os.PathLike | None = None) -> dict:
 
 def _check_name(name: str) -> None:
     if name not in MIRRORS:
-        raise DataError(f"unknown IDX dataset {name!r}; use fashion-mnist or mnist")
+        raise DataError(f"unknown IDX dataset {name!r}; use one of {', '.join(NAMES)}")

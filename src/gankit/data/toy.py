@@ -1,8 +1,9 @@
 """Toy distributions with known densities: the 1-D problems of the theory and the 2-D
 mode-collapse benchmarks (ring of 8 and grid of 25 Gaussians, as in VEEGAN and PacGAN).
 
-Samples stay in their natural coordinates (not scaled to [-1, 1]) so that the published
-definitions (e.g. "within 3 standard deviations of a mode") apply unchanged.
+Samples stay in their natural coordinates, NOT scaled to [-1, 1], so that the published
+definitions (e.g. "within 3 standard deviations of a mode") apply unchanged; models for toy
+data therefore use a linear output layer.
 """
 
 from __future__ import annotations
@@ -18,42 +19,72 @@ class ToyDistribution:
     """An isotropic Gaussian mixture: K components with means (K, dim), stds (K,), weights (K,)."""
 
     name: str
-    means: torch.Tensor
-    stds: torch.Tensor
-    weights: torch.Tensor
+    dim: int
+    means: torch.Tensor  # (K, dim) float64
+    stds: torch.Tensor  # (K,) float64
+    weights: torch.Tensor  # (K,) float64, sums to 1
 
-    @property
-    def dim(self) -> int:
-        return self.means.shape[1]
+    def __post_init__(self) -> None:
+        k = len(self.weights)
+        if self.means.shape != (k, self.dim) or self.stds.shape != (k,):
+            raise ValueError(f"toy {self.name}: means {tuple(self.means.shape)}, stds "
+                             f"{tuple(self.stds.shape)} do not fit {k} components of dimension {self.dim}")
+        if not math.isclose(float(self.weights.sum()), 1.0, abs_tol=1e-9):
+            raise ValueError(f"toy {self.name}: weights sum to {float(self.weights.sum())}, not 1")
 
     def sample(self, m: int, generator: torch.Generator) -> torch.Tensor:
         """(m, dim) float32 samples on the generator's device, drawn only from `generator`."""
         device = generator.device
+        if m <= 0:
+            return torch.empty(0, self.dim, device=device)
         component = torch.multinomial(self.weights.to(device), m, replacement=True, generator=generator)
         noise = torch.randn(m, self.dim, generator=generator, device=device, dtype=torch.float64)
-        x = self.means.to(device)[component] + noise * self.stds.to(device)[component, None]
+        x = self.means.to(device)[component] + noise * self.stds.to(device)[component, None]  # (m, dim)
         return x.float()
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact log density of (m, dim) points, float64 (m,)."""
-        x = x.to(torch.float64).reshape(-1, self.dim).cpu()
-        sq = ((x[:, None, :] - self.means[None]) ** 2).sum(-1)  # (m, K)
-        log_norm = -self.dim * (torch.log(self.stds) + 0.5 * math.log(2 * math.pi))  # (K,)
-        return torch.logsumexp(torch.log(self.weights) + log_norm - sq / (2 * self.stds**2), dim=1)
+        """Exact mixture log density of (m, dim) points: (m,) float64 on x's device."""
+        x = x.to(torch.float64).reshape(-1, self.dim)
+        means, stds = self.means.to(x.device), self.stds.to(x.device)
+        sq = ((x[:, None, :] - means[None]) ** 2).sum(-1)  # (m, K) squared distances to the means
+        log_norm = -self.dim * (torch.log(stds) + 0.5 * math.log(2 * math.pi))  # (K,)
+        log_w = torch.log(self.weights.to(x.device))
+        return torch.logsumexp(log_w + log_norm - sq / (2 * stds**2), dim=1)
 
 
-def _mixture(name: str, means: list, std: float) -> ToyDistribution:
-    means_t = torch.tensor(means, dtype=torch.float64).reshape(len(means), -1)
-    k = len(means)
-    return ToyDistribution(name, means_t, torch.full((k,), std, dtype=torch.float64),
+def _mixture(name: str, means: list[list[float]], std: float) -> ToyDistribution:
+    """Equal-weight mixture of isotropic Gaussians with a shared std."""
+    means_t = torch.tensor(means, dtype=torch.float64)  # (K, dim)
+    k, dim = means_t.shape
+    return ToyDistribution(name, dim, means_t, torch.full((k,), std, dtype=torch.float64),
                            torch.full((k,), 1.0 / k, dtype=torch.float64))
+
+
+def _ring(k: int, radius: float) -> list[list[float]]:
+    return [[radius * math.cos(2 * math.pi * i / k), radius * math.sin(2 * math.pi * i / k)]
+            for i in range(k)]
 
 
 TOY_DISTRIBUTIONS: dict[str, ToyDistribution] = {
     "gauss1d": _mixture("gauss1d", [[4.0]], 0.5),
     "mixture1d": _mixture("mixture1d", [[-2.0], [2.0]], 0.5),
-    "ring8": _mixture("ring8", [[2 * math.cos(2 * math.pi * i / 8), 2 * math.sin(2 * math.pi * i / 8)]
-                                for i in range(8)], 0.02),
+    "ring8": _mixture("ring8", _ring(8, 2.0), 0.02),
     "grid25": _mixture("grid25", [[float(i), float(j)] for i in (-4, -2, 0, 2, 4)
                                   for j in (-4, -2, 0, 2, 4)], 0.05),
 }
+
+
+@dataclass
+class ToyDataset:
+    """A toy distribution under its dataset name ("toy:ring8"); batches are sampled afresh."""
+
+    name: str
+    distribution: ToyDistribution
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.distribution.dim,)
+
+    def sample(self, m: int, generator: torch.Generator) -> torch.Tensor:
+        """(m, dim) float32 on generator.device."""
+        return self.distribution.sample(m, generator)
