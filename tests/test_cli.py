@@ -54,8 +54,11 @@ def test_sample_grid_npz_and_folder(trained, tmp_path):
     assert all(np.array_equal(np.asarray(Image.open(f)), same_seed[i]) for i, f in enumerate(files))
 
 
-def test_resume_from_the_command_line(trained):
+def test_resume_from_the_command_line(trained, capsys):
     assert main(["train", "--resume", str(trained), "--max-images", "48"]) == 0
+    assert len((trained / "metrics.jsonl").read_text().splitlines()) == 6
+    assert main(["train", "--resume", str(trained)]) == 0  # already complete: says so, changes nothing
+    assert "nothing to train" in capsys.readouterr().err
     assert len((trained / "metrics.jsonl").read_text().splitlines()) == 6
 
 

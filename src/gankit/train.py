@@ -361,7 +361,11 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
                     f"Continue with: gankit train --resume {run_dir}",
                     exit_code=128 + stop.signal,
                 )
-    progress.update(images_seen, stats, force=True)
+    if stats:
+        progress.update(images_seen, stats, force=True)
+    else:
+        progress.message(f"gankit: nothing to train: the run is already at {images_seen} of {total} "
+                         "images; give a larger --max-images or --epochs to continue it")
     progress.close()
     progress.message(f"gankit: done, {images_seen} images in {iterations} iterations; "
                      f"samples in {run_dir / runs.SAMPLES}, checkpoint {run_dir / runs.CHECKPOINTS / checkpoint.LAST}")
