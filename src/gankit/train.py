@@ -28,6 +28,7 @@ from gankit.config import RESUMABLE_CHANGES, TrainConfig, flag
 from gankit.data import ImageDataset, ToyDataset, load_dataset
 from gankit.data.batches import batches_for
 from gankit.devices import resolve_device
+from gankit.diagnostics import Diagnostics, Finding
 from gankit.errors import CheckpointError, ConfigError, GankitError
 from gankit.evaluate import score
 from gankit.files import write_json
@@ -243,6 +244,8 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
         metrics_file.file.write(json.dumps(row) + "\n")
         progress.message(f"gankit: eval at {images_seen} images ({config.eval_samples} samples): {text}")
 
+    diagnostics = Diagnostics(g_loss=config.g_loss)
+
     def snapshot() -> None:
         G.eval()
         with torch.no_grad():
@@ -251,8 +254,19 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
         name = run_dir / runs.SAMPLES / f"{images_seen:09d}.png"
         if isinstance(dataset, ImageDataset):
             save_grid(fake, name)
-        elif dataset.shape[0] == 2:
-            save_png(scatter(fake, dataset.sample(512, torch.Generator().manual_seed(0))), name)
+            real = dataset.to_float(dataset.images[: config.grid_size])
+        else:
+            real = dataset.sample(config.grid_size, torch.Generator().manual_seed(0))
+            if dataset.shape[0] == 2:
+                save_png(scatter(fake, dataset.sample(512, torch.Generator().manual_seed(0))), name)
+        if iterations >= diagnostics.window:  # an untrained G is not diverse yet; that is no collapse
+            report(diagnostics.check_diversity(fake, real))
+
+    def report(findings: list[Finding]) -> None:
+        for finding in findings:
+            progress.message(f"gankit: warning: {finding.message}")
+            metrics_file.file.write(json.dumps({"event": "warning", "kind": finding.kind,
+                                                "images": images_seen, "message": finding.message}) + "\n")
 
     progress = Progress(total, start=images_seen, stream=stream)
     progress.message(
@@ -334,6 +348,7 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
                     + ("Rolled back the most times allowed. " if config.on_nan == "rollback" and last.is_file() else "")
                     + "Try lower learning rates (--lr-d / --lr-g), the non-saturating loss, or --on-nan rollback."
                 )
+            report(diagnostics.update(stats))
             if iterations % config.log_every == 0:
                 row = {"iteration": iterations, "images": images_seen,
                        "time": round(time.perf_counter() - started, 3), **stats}
