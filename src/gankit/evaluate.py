@@ -25,6 +25,7 @@ from gankit.data.mnist import cache_dir, load_split
 from gankit.errors import GankitError
 from gankit.features import classifier, inception
 from gankit.files import sha256
+from gankit.imagegrid import quantise as _quantise
 from gankit.metrics import density_coverage, fid, jsd_1d, kid, mode_metrics, precision_recall
 from gankit.sample import generate, load_generator
 
@@ -120,11 +121,6 @@ def score_images(fake: torch.Tensor, config: TrainConfig, features: str = "class
         "preprocessing": preprocessing,
     }
     return metrics, protocol
-
-
-def _quantise(samples: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) in [-1, 1] -> uint8, as a saved image would be."""
-    return ((samples.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def _classifier_input(images: torch.Tensor) -> torch.Tensor:

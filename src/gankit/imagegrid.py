@@ -11,10 +11,14 @@ import torch
 from PIL import Image, ImageDraw
 
 
+def quantise(images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) floats in [-1, 1] -> (B, C, H, W) uint8, as a saved image would hold them."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) floats in [-1, 1] -> (B, H, W, C) uint8."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+    """(B, C, H, W) floats in [-1, 1] -> (B, H, W, C) uint8 on the CPU."""
+    return quantise(images.cpu()).permute(0, 2, 3, 1).numpy()
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
