@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_sample(commands)
     _add_eval(commands)
     _add_data(commands)
+    _add_theory(commands)
+    _add_bench(commands)
     return parser
 
 
@@ -225,3 +227,102 @@ def _cmd_data(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(mnist.info(args.name, args.data_dir), indent=2, default=str))
     return 0
+
+
+# --- theory and bench --------------------------------------------------------------------------
+
+def _add_theory(commands) -> None:
+    p = commands.add_parser(
+        "theory", help="check the paper's theory: optimal D, the game, the two G losses",
+        description="Each command writes PNG figures and OUT/results.json with the numbers.")
+    p.set_defaults(run=lambda args: p.print_help() or 2)
+    sub = p.add_subparsers(title="theory commands", metavar="COMMAND")
+
+    q = sub.add_parser("optimal-d", help="train D against a frozen G; compare with D* = p_data / (p_data + p_G)")
+    q.add_argument("--data", default="mixture1d", choices=("gauss1d", "mixture1d"), help="1-D data (default: mixture1d)")
+    q.add_argument("--generator", default="affine", choices=("affine", "mlp"),
+                   help="frozen G: affine (exact p_G) or a random MLP (p_G from a histogram) (default: affine)")
+    q.add_argument("--steps", type=int, default=3000, help="D training steps (default: 3000)")
+    q.add_argument("--batch-size", type=int, default=2048, help="real and fake samples per D step (default: 2048)")
+    _theory_common(q, "optimal-d")
+    q.set_defaults(run=_cmd_theory, theory="optimal-d")
+
+    q = sub.add_parser("game", help="a 1-D training run drawn as the four panels of the paper's Fig. 1")
+    q.add_argument("--data", default="gauss1d", choices=("gauss1d", "mixture1d"), help="1-D data (default: gauss1d)")
+    q.add_argument("--iterations", type=int, default=3000, help="iterations of Algorithm 1 (default: 3000)")
+    q.add_argument("--k", type=int, default=1, help="D steps per G step (default: 1)")
+    q.add_argument("--g-loss", default="non-saturating", choices=G_LOSSES)
+    _theory_common(q, "game")
+    q.set_defaults(run=_cmd_theory, theory="game")
+
+    q = sub.add_parser("saturation", help="the saturating and non-saturating G losses: curves, "
+                       "measured gradient norms, outcomes")
+    q.add_argument("--seeds", type=int, default=3, help="training seeds per loss (default: 3)")
+    q.add_argument("--toy-iterations", type=int, default=2000, help="G steps of each ring8 run (default: 2000)")
+    q.add_argument("--image-data", default="fashion-mnist",
+                   help="image dataset for the DCGAN runs, or 'none' to skip them (default: fashion-mnist)")
+    q.add_argument("--image-images", type=int, default=32_000, help="length of each image run in images (default: 32000)")
+    q.add_argument("--first", type=int, default=200, help="early iterations whose gradient norms are reported (default: 200)")
+    q.add_argument("--data-dir", help="folder holding the IDX files")
+    _theory_common(q, "saturation")
+    q.set_defaults(run=_cmd_theory, theory="saturation")
+
+
+def _theory_common(q, name: str) -> None:
+    q.add_argument("--out", type=Path, default=Path("runs") / f"theory-{name}",
+                   help=f"output folder (default: runs/theory-{name})")
+    q.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def _cmd_theory(args: argparse.Namespace) -> int:
+    _check_seed(args.seed)
+    if args.theory == "optimal-d":
+        from gankit.theory import optimal_d
+
+        optimal_d.run(args.out, args.seed, args.data, args.generator, args.steps, args.batch_size, log=sys.stdout)
+    elif args.theory == "game":
+        from gankit.theory import game
+
+        game.run(args.out, args.seed, args.data, args.iterations, args.k, g_loss=args.g_loss, log=sys.stdout)
+    else:
+        from gankit.theory import saturation
+
+        image_data = None if args.image_data == "none" else args.image_data
+        saturation.run(args.out, args.seed, args.seeds, args.toy_iterations, image_data,
+                       args.image_images, args.first, args.data_dir, log=sys.stdout)
+    return 0
+
+
+def _add_bench(commands) -> None:
+    p = commands.add_parser("bench", help="benchmarks with published reference figures")
+    p.set_defaults(run=lambda args: p.print_help() or 2)
+    sub = p.add_subparsers(title="bench commands", metavar="COMMAND")
+    q = sub.add_parser("modes", help="the 2-D mode-collapse benchmark (ring of 8, grid of 25), PacGAN's table")
+    q.add_argument("--datasets", default="ring8,grid25", help="comma-separated: ring8, grid25 (default: both)")
+    q.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default: 5)")
+    q.add_argument("--k", default="1,5", help="comma-separated D steps per G step (default: 1,5)")
+    q.add_argument("--g-loss", default=",".join(G_LOSSES), help="comma-separated generator losses (default: both)")
+    q.add_argument("--iterations", type=int, default=2000, help="G steps per run (default: 2000)")
+    q.add_argument("--jobs", type=int, default=None, help="parallel training processes (default: 2 or the CPU count)")
+    _theory_common(q, "modes")
+    q.set_defaults(run=_cmd_bench_modes)
+
+
+def _cmd_bench_modes(args: argparse.Namespace) -> int:
+    from gankit.theory import modes
+
+    _check_seed(args.seed)
+    try:
+        ks = tuple(int(k) for k in args.k.split(","))
+    except ValueError:
+        raise GankitError(f"--k must be comma-separated integers such as 1,5; got {args.k!r}") from None
+    if args.jobs is not None and args.jobs <= 0:
+        raise GankitError(f"--jobs must be a positive integer, got {args.jobs}")
+    modes.run(args.out, args.seed, args.seeds, ks, tuple(args.g_loss.split(",")),
+              tuple(args.datasets.split(",")), args.iterations, args.jobs, log=sys.stdout)
+    return 0
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise GankitError(f"--seed must be a non-negative integer, got {seed}")
