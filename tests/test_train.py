@@ -18,6 +18,7 @@ from gankit.data import load_dataset
 from gankit.data.batches import ImageBatches
 from gankit.errors import ConfigError, GankitError
 from gankit.train import TrainingDiverged, resume, train
+from runchecks import same_state
 
 TOY = dict(data="toy:ring8", model="mlp", g_width=16, d_width=16, latent_dim=4, device="cpu")
 
@@ -55,27 +56,15 @@ def test_each_d_step_draws_a_fresh_real_minibatch(tmp_path):
     assert torch.equal(again.next(6), first[4:])
 
 
-def _same_weights(a: Path, b: Path) -> None:
-    ra, rb = (checkpoint.load(p / "checkpoints" / "last.pt") for p in (a, b))
-    assert ra["progress"] == rb["progress"]
-    for net in ("G", "D"):
-        for key in ra[net]:
-            assert torch.equal(ra[net][key], rb[net][key]), f"{net}.{key} differs"
-    for opt in ("opt_G", "opt_D"):
-        for i, state in ra[opt]["state"].items():
-            for key, value in state.items():
-                assert torch.equal(torch.as_tensor(value), torch.as_tensor(rb[opt]["state"][i][key]))
-
-
 @pytest.mark.parametrize("kind", ["toy-mlp", "images-dcgan"])
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, kind):
+def test_interrupted_and_resumed_run_ends_with_thesame_state(tmp_path, kind):
     base = TOY if kind == "toy-mlp" else tiny_images(tmp_path)
     common = dict(**base, k=2, batch_size=8, snapshot_every=64, checkpoint_every=10**6)
     train(TrainConfig(**common, max_images=160), tmp_path / "straight")
     train(TrainConfig(**common, max_images=64), tmp_path / "split")
     resume(tmp_path / "split", {"max_images": 112})
     resume(tmp_path / "split", {"max_images": 160})
-    _same_weights(tmp_path / "straight", tmp_path / "split")
+    same_state(tmp_path / "straight", tmp_path / "split")
     def rows(run):  # per-iteration rows without wall time; diagnostics restart with each process
         return [{k: v for k, v in r.items() if k != "time"} for r in runs.read_metrics(run) if "event" not in r]
 

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 # --- train -------------------------------------------------------------------------------------
 
 def _add_train(commands) -> None:
+    from gankit.config import CUDA_GRAPHS, PRECISIONS
+
     p = commands.add_parser(
         "train", help="train a GAN (Algorithm 1)",
         description="Train a GAN with Algorithm 1 of Goodfellow et al.: k D steps per G step. "
@@ -106,6 +108,13 @@ def _add_train(commands) -> None:
     opt("eval_every", int, "images between evaluations (FID etc. for images, mode metrics for toys); "
         "the run keeps checkpoints/best.pt by FID next to last.pt")
     opt("eval_samples", int, "generated samples per evaluation during training")
+    g = p.add_argument_group("speed (how the arithmetic is done, not what is trained)")
+    opt("precision", str, "fp32; tf32: TF32 tensor cores on CUDA, plain fp32 on the CPU; "
+        "bf16: bfloat16 autocast for the forward passes, losses in fp32", choices=PRECISIONS)
+    opt("sync_every", int, "iterations between reads of the statistics from the device; "
+        "unset: 1 on the CPU, 50 on CUDA")
+    opt("cuda_graphs", str, "auto: capture the whole iteration as a CUDA graph where the "
+        "configuration allows it (not yet verified on a GPU); off: eager", choices=CUDA_GRAPHS)
     p.add_argument("--out", type=Path, help="run folder (default: runs/DATA-MODEL-TIME)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder given as --out")

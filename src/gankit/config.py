@@ -16,10 +16,14 @@ MODELS = ("dcgan", "mlp")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 ON_NAN = ("stop", "rollback")
+PRECISIONS = ("fp32", "tf32", "bf16")
+CUDA_GRAPHS = ("auto", "off")
 
-# Fields that may differ when a run is resumed: how long, where and how often, never what is trained.
+# Fields that may differ when a run is resumed: how long, where and how often, never what is
+# trained. The speed settings are here too: they change how the arithmetic is done, not the game.
 RESUMABLE_CHANGES = frozenset(
-    {"max_images", "epochs", "device", "snapshot_every", "checkpoint_every", "log_every", "on_nan", "eval_every", "eval_samples"}
+    {"max_images", "epochs", "device", "snapshot_every", "checkpoint_every", "log_every", "on_nan", "eval_every",
+     "eval_samples", "precision", "sync_every", "cuda_graphs"}
 )
 
 
@@ -58,6 +62,10 @@ class TrainConfig:
     on_nan: str = "stop"  # stop, or rollback to the last checkpoint with halved learning rates
     eval_every: int | None = None  # images between evaluations during training (None: never)
     eval_samples: int = 5000  # generated samples per evaluation during training
+    # speed (see fastpath.py): none of these changes what is trained
+    precision: str = "tf32"  # fp32; tf32: TF32 tensor cores on CUDA (fp32 on the CPU); bf16: autocast
+    sync_every: int | None = None  # iterations between reads of the statistics; None: 1 on CPU, 50 on CUDA
+    cuda_graphs: str = "off"  # auto: capture the iteration as a CUDA graph where possible (unverified on a GPU)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -80,11 +88,13 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
         _choice("on_nan", self.on_nan, ON_NAN)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("cuda_graphs", self.cuda_graphs, CUDA_GRAPHS)
         for name in ("latent_dim", "k", "batch_size", "snapshot_every", "checkpoint_every",
                      "log_every", "grid_size"):
             _positive_int(name, getattr(self, name))
         _positive_int("eval_samples", self.eval_samples)
-        for name in ("image_size", "channels", "g_width", "d_width", "max_images", "eval_every"):
+        for name in ("image_size", "channels", "g_width", "d_width", "max_images", "eval_every", "sync_every"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         if self.channels is not None and self.channels not in (1, 3):

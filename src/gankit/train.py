@@ -3,6 +3,11 @@
 Progress is counted in real images shown to D (k * batch_size per iteration), so schedules do not
 depend on the batch size. Every iteration logs D and G losses, mean D(x), mean D(G(z)) before and
 after the G step, the minibatch estimate of V and both gradient norms.
+
+The step itself never waits for the device: each iteration's statistics stay where they were
+computed and are read in one go every --sync-every iterations (and before every snapshot,
+evaluation, checkpoint or stop), then checked and logged row by row, in order. How the
+arithmetic is done (precision, fused optimisers, memory format, CUDA graphs) is fastpath.py's.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ from gankit.devices import resolve_device
 from gankit.diagnostics import Diagnostics, Finding
 from gankit.errors import CheckpointError, ConfigError, GankitError
 from gankit.evaluate import score
+from gankit.fastpath import (
+    GraphedIteration,
+    Plan,
+    autocast_for,
+    configure_optimizer,
+    fast_path_plan,
+    precision_flags,
+)
 from gankit.files import write_json
 from gankit.imagegrid import save_grid, save_png, scatter
 from gankit.losses import discriminator_loss, generator_loss
@@ -70,8 +83,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, overwrite: bool = False,
     device = resolve_device(config.device)
     dataset = _load_data(config)
     runs.prepare_new(run_dir, overwrite=overwrite)
-    with _disk_errors(run_dir):
-        return _run(config, run_dir, dataset, device, record=None, stream=stream)
+    plan = fast_path_plan(config, device)
+    with _disk_errors(run_dir), precision_flags(plan, device):
+        return _run(config, plan, run_dir, dataset, device, record=None, stream=stream)
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *,
@@ -85,8 +99,9 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *,
     config = resumed_config(checkpoint.config_of(record, path), overrides or {})
     device = resolve_device(config.device)
     dataset = _load_data(config)
-    with _disk_errors(run_dir):
-        return _run(config, run_dir, dataset, device, record=record, stream=stream)
+    plan = fast_path_plan(config, device)
+    with _disk_errors(run_dir), precision_flags(plan, device):
+        return _run(config, plan, run_dir, dataset, device, record=record, stream=stream)
 
 
 @contextlib.contextmanager
@@ -138,10 +153,11 @@ def _load_data(config: TrainConfig) -> ImageDataset | ToyDataset:
                         image_size=config.image_size, channels=config.channels)
 
 
-def _optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
+def _optimizer(config: TrainConfig, params, lr: float, fused: bool = False) -> torch.optim.Optimizer:
+    extra = {"fused": True} if fused else {}  # else the constructor's default, as on the CPU
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(config.beta1, config.beta2))
-    return torch.optim.SGD(params, lr=lr, momentum=config.momentum)
+        return torch.optim.Adam(params, lr=lr, betas=(config.beta1, config.beta2), **extra)
+    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, **extra)
 
 
 def grad_norm(module: nn.Module) -> torch.Tensor:
@@ -152,20 +168,89 @@ def grad_norm(module: nn.Module) -> torch.Tensor:
 
 @contextlib.contextmanager
 def frozen_batchnorm_stats(*modules: nn.Module):
-    """Forward passes that only measure must not move batch-norm running statistics."""
+    """Forward passes that only measure must not move batch-norm running statistics (nor their
+    batch counter), so that measuring or not leaves the training state bit-identical."""
     bns = [m for module in modules for m in module.modules()
            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in bns]
     for m in bns:
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
     try:
         yield
     finally:
-        for m, momentum in zip(bns, saved, strict=True):
+        for m, (momentum, count) in zip(bns, saved, strict=True):
             m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)  # in place: a CUDA graph keeps its address
 
 
-def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
+def iteration(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
+              reals: list[torch.Tensor], noises: list[torch.Tensor], *, g_loss: str,
+              autocast=contextlib.nullcontext, measure: bool = True) -> torch.Tensor:
+    """One iteration of Algorithm 1 on minibatches the caller drew: k D steps (one per real
+    minibatch in `reals`, with noises[:-1]), then one G step on noises[-1].
+
+    Returns the iteration's statistics in STAT_NAMES order as one (9,) tensor on the device.
+    Nothing here waits for the device (no .item(), no copies to the host), so on CUDA the
+    iterations queue up, and the whole function can be captured as a CUDA graph.
+    measure=False skips the extra forward pass behind d_fake_g_after (NaN in its place).
+    """
+    # D steps (k times): ascend V in D's parameters on fresh real and noise minibatches.
+    d_stats = []
+    for x, z in zip(reals, noises[:-1], strict=True):
+        with autocast():
+            with torch.no_grad():
+                fake = G(z)
+            real_logits, fake_logits = D(x), D(fake)
+        real_logits, fake_logits = real_logits.float(), fake_logits.float()  # the losses in fp32
+        loss_d = discriminator_loss(real_logits, fake_logits)
+        opt_D.zero_grad(set_to_none=True)
+        loss_d.backward()
+        norm_d = grad_norm(D)
+        opt_D.step()
+        d_stats.append(torch.stack([
+            loss_d.detach(), torch.sigmoid(real_logits.detach()).mean(),
+            torch.sigmoid(fake_logits.detach()).mean(), norm_d]))
+    d_loss, d_real, d_fake, norm_d = torch.stack(d_stats).mean(0)
+
+    # G step: one step on the chosen generator loss; D's weights are held fixed.
+    z = noises[-1]
+    D.requires_grad_(False)
+    try:
+        with autocast():
+            fake_logits = D(G(z)).float()
+        loss_g = generator_loss(fake_logits, g_loss)
+        opt_G.zero_grad(set_to_none=True)
+        loss_g.backward()
+        norm_g = grad_norm(G)
+        opt_G.step()
+        if measure:
+            with torch.no_grad(), frozen_batchnorm_stats(G, D), autocast():
+                d_fake_after = torch.sigmoid(D(G(z)).float()).mean()  # same z, after G moved
+        else:
+            d_fake_after = torch.full((), math.nan, device=d_loss.device)
+    finally:
+        D.requires_grad_(True)
+
+    return torch.stack([
+        d_loss, loss_g.detach(), -d_loss, d_real, d_fake,
+        torch.sigmoid(fake_logits.detach()).mean(), d_fake_after, norm_d, norm_g,
+    ])
+
+
+@dataclass
+class _Pending:
+    """An iteration whose statistics are still on the device."""
+
+    iteration: int
+    images: int
+    time: float  # seconds since the start of training when it was queued
+    measured: bool  # whether d_fake_g_after was measured
+    stats: torch.Tensor  # (9,), STAT_NAMES order
+
+
+def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset | ToyDataset,
          device: torch.device, record: dict | None, stream: TextIO | None) -> TrainResult:
     total = total_images(config, dataset)
     torch.manual_seed(config.seed)
@@ -173,8 +258,10 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
     np.random.seed(config.seed % 2**32)
     G, D = build_models(config, dataset.shape)
     G, D = G.to(device), D.to(device)
-    opt_G = _optimizer(config, G.parameters(), config.lr_g_resolved)
-    opt_D = _optimizer(config, D.parameters(), config.lr_d_resolved)
+    if plan.channels_last:  # (B, C, H, W) tensors stored as (B, H, W, C): cuDNN's fast layout
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_G = _optimizer(config, G.parameters(), config.lr_g_resolved, fused=plan.fused)
+    opt_D = _optimizer(config, D.parameters(), config.lr_d_resolved, fused=plan.fused)
     batches = batches_for(dataset, config.seed, device)
     noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 1)
     # The snapshot noise is fixed for the whole run, so successive grids show the same z.
@@ -193,9 +280,21 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
         checkpoint.load_state(D, record["D"], "the discriminator", last)
         checkpoint.load_state(opt_G, record["opt_G"], "the generator's optimiser", last)
         checkpoint.load_state(opt_D, record["opt_D"], "the discriminator's optimiser", last)
+        for opt in (opt_G, opt_D):  # the checkpoint's implementation flags may be another device's
+            configure_optimizer(opt, fused=plan.fused)
+        if graphed is not None:  # new optimiser state tensors: capture again
+            graphed.reset()
         _set_rng_state(record["rng"], batches, noise)
         return int(record["progress"]["images_seen"]), int(record["progress"]["iterations"])
 
+    autocast = autocast_for(plan, device, graphs=plan.graphs)
+
+    def run_iteration(reals: list[torch.Tensor], noises: list[torch.Tensor], measure: bool) -> torch.Tensor:
+        return iteration(G, D, opt_G, opt_D, reals, noises, g_loss=config.g_loss, autocast=autocast,
+                         measure=measure)
+
+    graphed = (GraphedIteration(run_iteration, [opt_G, opt_D], on_fallback=lambda line: progress.message(line))
+               if plan.graphs else None)
     images_seen = iterations = rollbacks = 0
     best_fid: float | None = None
     if record is not None:
@@ -212,6 +311,7 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
         "gankit_version": gankit.__version__,
         "torch_version": torch.__version__,
         "device": str(device),
+        "speed": plan.to_dict(),
         "params": {"G": sum(p.numel() for p in G.parameters()),
                    "D": sum(p.numel() for p in D.parameters())},
     })
@@ -262,71 +362,34 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
         if iterations >= diagnostics.window:  # an untrained G is not diverse yet; that is no collapse
             report(diagnostics.check_diversity(fake, real))
 
-    def report(findings: list[Finding]) -> None:
+    def report(findings: list[Finding], images: int | None = None) -> None:
         for finding in findings:
             progress.message(f"gankit: warning: {finding.message}")
-            metrics_file.file.write(json.dumps({"event": "warning", "kind": finding.kind,
-                                                "images": images_seen, "message": finding.message}) + "\n")
+            metrics_file.file.write(json.dumps({
+                "event": "warning", "kind": finding.kind,
+                "images": images_seen if images is None else images, "message": finding.message}) + "\n")
 
-    progress = Progress(total, start=images_seen, stream=stream)
-    progress.message(
-        f"gankit: training {config.model} on {dataset.name} {tuple(dataset.shape)} on {device}, "
-        f"k={config.k}, batch {config.batch_size}, {config.g_loss} G loss, {config.optimizer} "
-        f"lr G {config.lr_g_resolved:g} / D {config.lr_d_resolved:g}; run folder {run_dir}"
-    )
-    if images_seen == 0:
-        snapshot()
-    stop = _StopFlag()
-    stats: dict[str, float] = {}
-    m = config.batch_size
-    started = time.perf_counter()
-    with stop.installed(), contextlib.closing(_Reopenable(run_dir / runs.METRICS)) as metrics_file:
-        while images_seen < total:
-            # D steps (k times): ascend V in D's parameters on fresh real and noise minibatches.
-            d_stats = []
-            for _ in range(config.k):
-                x = batches.next(m)
-                z = torch.randn(m, config.latent_dim, device=device, generator=noise)
-                with torch.no_grad():
-                    fake = G(z)
-                real_logits, fake_logits = D(x), D(fake)
-                loss_d = discriminator_loss(real_logits, fake_logits)
-                opt_D.zero_grad(set_to_none=True)
-                loss_d.backward()
-                norm_d = grad_norm(D)
-                opt_D.step()
-                d_stats.append(torch.stack([
-                    loss_d.detach(), torch.sigmoid(real_logits.detach()).mean(),
-                    torch.sigmoid(fake_logits.detach()).mean(), norm_d]))
-            d_loss, d_real, d_fake, norm_d = torch.stack(d_stats).mean(0)
+    pending: list[_Pending] = []  # iterations queued on the device, not read yet
+    last_after = math.nan  # the latest measured d_fake_g_after, shown while it is not measured
 
-            # G step: one step on the chosen generator loss; D's weights are held fixed.
-            z = torch.randn(m, config.latent_dim, device=device, generator=noise)
-            D.requires_grad_(False)
-            fake_logits = D(G(z))
-            loss_g = generator_loss(fake_logits, config.g_loss)
-            opt_G.zero_grad(set_to_none=True)
-            loss_g.backward()
-            norm_g = grad_norm(G)
-            opt_G.step()
-            with torch.no_grad(), frozen_batchnorm_stats(G, D):
-                d_fake_after = torch.sigmoid(D(G(z))).mean()  # same z, after G moved
-            D.requires_grad_(True)
-
-            iterations += 1
-            images_seen += config.k * m
-
-            # Logging / divergence check: one host sync per iteration.
-            values = torch.stack([
-                d_loss, loss_g.detach(), -d_loss, d_real, d_fake,
-                torch.sigmoid(fake_logits.detach()).mean(), d_fake_after, norm_d, norm_g,
-            ]).tolist()
-            stats = dict(zip(STAT_NAMES, values, strict=True))
-            if not all(math.isfinite(v) for v in values):
-                bad = ", ".join(f"{k} = {v}" for k, v in stats.items() if not math.isfinite(v))
-                where = f"iteration {iterations} ({images_seen} images): {bad}"
+    def read_pending() -> bool:
+        """Read the queued iterations' statistics (one host sync) and handle them in order: the
+        NaN/Inf check, diagnostics, metrics rows, progress line. False if training rolled back."""
+        nonlocal images_seen, iterations, rollbacks, stats, last_after
+        if not pending:
+            return True
+        queued = list(pending)
+        pending.clear()
+        for row, values in zip(queued, torch.stack([p.stats for p in queued]).tolist(), strict=True):
+            row_stats = dict(zip(STAT_NAMES, values, strict=True))
+            if not row.measured:
+                row_stats["d_fake_g_after"] = last_after
+            if not all(math.isfinite(v) for v in row_stats.values()):
+                bad = ", ".join(f"{k} = {v}" for k, v in row_stats.items() if not math.isfinite(v))
+                where = f"iteration {row.iteration} ({row.images} images): {bad}"
                 if config.on_nan == "rollback" and rollbacks < MAX_ROLLBACKS and last.is_file():
-                    # Back to the last good checkpoint, with both learning rates halved.
+                    # Back to the last good checkpoint, with both learning rates halved. Iterations
+                    # queued after the bad one are dropped with it.
                     rollbacks += 1
                     diverged_lrs = [[g["lr"] for g in opt.param_groups] for opt in (opt_G, opt_D)]
                     images_seen, iterations = restore(checkpoint.load(last))
@@ -341,28 +404,78 @@ def _run(config: TrainConfig, run_dir: Path, dataset: ImageDataset | ToyDataset,
                         f"gankit: warning: training diverged at {where}; rolled back to {last} "
                         f"({images_seen} images) with learning rates halved to G {event['lr_g']:g} / "
                         f"D {event['lr_d']:g} (rollback {rollbacks} of {MAX_ROLLBACKS})")
-                    continue
+                    return False
                 raise TrainingDiverged(
                     f"training diverged at {where}. "
                     + (f"The last good checkpoint is {last}. " if last.is_file() else "No checkpoint was saved yet. ")
                     + ("Rolled back the most times allowed. " if config.on_nan == "rollback" and last.is_file() else "")
                     + "Try lower learning rates (--lr-d / --lr-g), the non-saturating loss, or --on-nan rollback."
                 )
-            report(diagnostics.update(stats))
-            if iterations % config.log_every == 0:
-                row = {"iteration": iterations, "images": images_seen,
-                       "time": round(time.perf_counter() - started, 3), **stats}
-                metrics_file.file.write(json.dumps(row) + "\n")
-            progress.update(images_seen, stats)
+            if row.measured:
+                last_after = row_stats["d_fake_g_after"]
+            stats = row_stats
+            report(diagnostics.update(stats), row.images)
+            if row.iteration % config.log_every == 0:
+                metrics_file.file.write(json.dumps({"iteration": row.iteration, "images": row.images,
+                                                    "time": row.time, **stats}) + "\n")
+            progress.update(row.images, stats)
+        return True
 
-            # Snapshots and checkpoints, at the image counts that crossed their intervals.
+    progress = Progress(total, start=images_seen, stream=stream)
+    progress.message(
+        f"gankit: training {config.model} on {dataset.name} {tuple(dataset.shape)} on {device}, "
+        f"k={config.k}, batch {config.batch_size}, {config.g_loss} G loss, {config.optimizer} "
+        f"lr G {config.lr_g_resolved:g} / D {config.lr_d_resolved:g}; run folder {run_dir}"
+    )
+    if device.type == "cuda" or plan.reasons:  # on the CPU, only when something asked for is not done
+        progress.message(plan.describe())
+    if images_seen == 0:
+        snapshot()
+    stop = _StopFlag()
+    stats: dict[str, float] = {}
+    m = config.batch_size
+    started = time.perf_counter()
+    measured_once = False
+    with stop.installed(), contextlib.closing(_Reopenable(run_dir / runs.METRICS)) as metrics_file:
+        while images_seen < total:
+            # This iteration's minibatches, in the order the step uses them: k real batches (the
+            # data order is a counter) and k + 1 noise batches, from the run's own generators.
+            reals = [batches.next(m) for _ in range(config.k)]
+            if plan.channels_last:
+                reals = [x.contiguous(memory_format=torch.channels_last) for x in reals]
+            noises = [torch.randn(m, config.latent_dim, device=device, generator=noise)
+                      for _ in range(config.k + 1)]
+            # D(G(z)) after the G step costs a G and a D forward pass; it is measured on the
+            # iterations whose rows are logged (all of them by default), the first and the last.
+            measure = (graphed is not None or (iterations + 1) % config.log_every == 0
+                       or not measured_once or images_seen + config.k * m >= total)
+            measured_once = measured_once or measure
+
+            # One iteration of Algorithm 1: k D steps, then one G step (see iteration()).
+            out = graphed(reals, noises) if graphed is not None else run_iteration(reals, noises, measure)
+            iterations += 1
+            images_seen += config.k * m
+            pending.append(_Pending(iterations, images_seen, round(time.perf_counter() - started, 3),
+                                    measure, out))
+
+            # Logging / divergence check: the queued statistics are read every --sync-every
+            # iterations, and before anything that must see a consistent state.
             done = images_seen >= total
             before = images_seen - config.k * m
-            if done or images_seen // config.snapshot_every > before // config.snapshot_every:
+            snap = done or images_seen // config.snapshot_every > before // config.snapshot_every
+            ckpt = done or images_seen // config.checkpoint_every > before // config.checkpoint_every
+            evaluating = bool(config.eval_every) and (
+                done or images_seen // config.eval_every > before // config.eval_every)
+            if (len(pending) >= plan.sync_every or snap or ckpt or evaluating or stop.signal is not None) \
+                    and not read_pending():
+                continue  # rolled back to the last checkpoint
+
+            # Snapshots and checkpoints, at the image counts that crossed their intervals.
+            if snap:
                 snapshot()
-            if config.eval_every and (done or images_seen // config.eval_every > before // config.eval_every):
+            if evaluating:
                 evaluate_now()
-            if done or images_seen // config.checkpoint_every > before // config.checkpoint_every:
+            if ckpt:
                 metrics_file.file.flush()
                 save_checkpoint()
             if stop.signal is not None and not done:

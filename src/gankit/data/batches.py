@@ -23,8 +23,17 @@ class ImageBatches:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
+            # Drawn on the CPU, so the data order is the same on every device.
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(len(self.images), generator=g).to(self.images.device)
+            perm = torch.randperm(len(self.images), generator=g)
+            if self.images.device.type == "cuda":
+                # From pinned memory without blocking: a copy from pageable memory would make the
+                # host wait for the GPU to finish everything queued, once an epoch. The pinned
+                # copy is kept until the next epoch, well after the transfer has finished.
+                self._perm_host = perm.pin_memory()
+                self._perm = self._perm_host.to(self.images.device, non_blocking=True)
+            else:
+                self._perm = perm
             self._perm_epoch = epoch
         return self._perm
 

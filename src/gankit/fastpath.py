@@ -1,0 +1,230 @@
+"""How fast the training loop runs: precision, optimiser implementation, memory format, CUDA graphs.
+
+None of this changes the game being trained (Algorithm 1, the losses, the data and noise
+streams); it changes how the arithmetic is done. On the CPU the plan is the plain eager loop,
+so CPU results are what they were. On CUDA:
+
+- fused Adam/SGD (one kernel per step instead of one per tensor);
+- channels_last for the DCGAN pair (the layout cuDNN's tensor-core convolutions want);
+- cuDNN autotuning (the shapes never change within a run);
+- the statistics of each iteration stay on the GPU and are read every `sync_every` iterations;
+- with --cuda-graphs auto, the whole iteration (k D steps + G step) captured once as a CUDA
+  graph and replayed, where the configuration allows it; otherwise one line says why not.
+
+The choice is `fast_path_plan`, a pure function of the config and the device name, so it is
+tested without a GPU. The CUDA-graph runner (`GraphedIteration`) cannot run on a CPU and has
+not been run on a GPU yet: that is why --cuda-graphs defaults to off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+
+from gankit.config import TrainConfig
+
+CUDA_SYNC_EVERY = 50  # default --sync-every on CUDA; see fast_path_plan
+GRAPH_WARMUP = 3  # eager iterations on the capture stream before the graph is captured
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the training loop uses on one device; `reasons` says why something is not used."""
+
+    precision: str  # fp32, tf32 or bf16, as asked (tf32 and bf16 mean fp32 where unsupported)
+    fused: bool  # fused optimiser step
+    channels_last: bool  # NHWC memory format for the DCGAN pair and its inputs
+    cudnn_benchmark: bool  # let cuDNN time its algorithms on the first iterations
+    graphs: bool  # capture the iteration as a CUDA graph (it may still fall back at capture time)
+    sync_every: int  # iterations between reads of the statistics
+    reasons: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "reasons": list(self.reasons)}
+
+    def describe(self) -> str:
+        """One line for the log: what is on, and why the rest is off."""
+        used = [self.precision]
+        if self.fused:
+            used.append("fused optimiser")
+        if self.channels_last:
+            used.append("channels_last")
+        if self.cudnn_benchmark:
+            used.append("cuDNN autotuning")
+        used.append(f"statistics read every {self.sync_every} iteration{'s' if self.sync_every > 1 else ''}")
+        used.append("CUDA graph of the whole iteration" if self.graphs else "eager")
+        line = "gankit: speed: " + ", ".join(used)
+        return line + ("; " + "; ".join(self.reasons) if self.reasons else "")
+
+
+def fast_path_plan(config: TrainConfig, device: torch.device | str) -> Plan:
+    """The fast path for this config on this device ("cpu", "cuda", "cuda:1", ...)."""
+    cuda = torch.device(device).type == "cuda"
+    optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
+    fused = cuda and supports_fused(optimizer_class)
+    # On the CPU syncing is free (there is no queue to drain), so every iteration is read at once.
+    # On CUDA a read waits for the GPU to finish everything queued, and then the GPU idles while
+    # Python queues the next iteration; 50 iterations make that bubble about 2% of the time,
+    # while a NaN or the progress line is still seen within a fraction of a second.
+    sync_every = config.sync_every or (CUDA_SYNC_EVERY if cuda else 1)
+    reasons: list[str] = []
+    graphs = False
+    if config.cuda_graphs == "auto":
+        if not cuda:
+            reasons.append(f"CUDA graphs need a CUDA device, running eagerly on {torch.device(device)}")
+        elif config.optimizer != "adam":
+            reasons.append(f"no CUDA graph with --optimizer {config.optimizer}: torch.optim.SGD has no "
+                           "capturable mode, so its step cannot be captured; running eagerly")
+        elif not fused:
+            reasons.append("no CUDA graph: this torch has no fused Adam to capture; running eagerly")
+        else:
+            graphs = True
+    elif cuda:
+        reasons.append("CUDA graphs off (--cuda-graphs off; auto captures the iteration, unverified on a GPU)")
+    if config.precision == "bf16" and not cuda:  # (tf32 on the CPU is plain fp32: nothing to say)
+        reasons.append("bf16 autocast on a CPU without native bf16 instructions is slower than fp32")
+    return Plan(precision=config.precision, fused=fused, channels_last=cuda and config.model == "dcgan",
+                cudnn_benchmark=cuda, graphs=graphs, sync_every=sync_every, reasons=tuple(reasons))
+
+
+def supports_fused(optimizer_class: type[torch.optim.Optimizer]) -> bool:
+    """Whether this torch's optimiser has the `fused` implementation (Adam: 2.0+, SGD: 2.3+)."""
+    return "fused" in inspect.signature(optimizer_class.__init__).parameters
+
+
+@contextlib.contextmanager
+def precision_flags(plan: Plan, device: torch.device) -> Iterator[None]:
+    """TF32 and cuDNN autotuning for the length of a run, restored afterwards (they are global).
+
+    fp32 turns TF32 off for both matmuls and convolutions (PyTorch's own default leaves it on
+    for convolutions); tf32 and bf16 turn it on (bf16: for what autocast leaves in fp32).
+    """
+    if device.type != "cuda":
+        yield
+        return
+    cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
+    saved = (cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
+    tf32 = plan.precision != "fp32"
+    cuda.matmul.allow_tf32 = cudnn.allow_tf32 = tf32
+    cudnn.benchmark = plan.cudnn_benchmark
+    try:
+        yield
+    finally:
+        cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark = saved
+
+
+def autocast_for(plan: Plan, device: torch.device, graphs: bool = False) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the context the forward passes run in: bf16 autocast, or nothing.
+
+    Inside a CUDA graph capture autocast must not cache its casts of the weights (the cache
+    would hold tensors from outside the graph's memory pool), so graphs turn the cache off.
+    """
+    if plan.precision != "bf16":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not graphs)
+
+
+def configure_optimizer(opt: torch.optim.Optimizer, fused: bool, capturable: bool = False) -> None:
+    """Set the implementation flags of an optimiser, and put each `step` counter where that
+    implementation keeps it (on the parameter's device for fused/capturable, else on the CPU).
+
+    load_state_dict copies these flags from the checkpoint, which may come from another device
+    or run; this puts back the ones this run's plan chose.
+    """
+    for group in opt.param_groups:
+        group["fused"] = True if fused else None  # None is the constructor's default
+        if "capturable" in group:
+            group["capturable"] = capturable
+        for p in group["params"]:
+            step = opt.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                where = p.device if (fused or capturable) else torch.device("cpu")
+                opt.state[p]["step"] = step.to(device=where, dtype=torch.float32)
+
+
+class GraphedIteration:
+    """The whole iteration (k D steps, G step, its statistics) as one CUDA graph, replayed.
+
+    The caller draws the real minibatches and the noise outside the graph, from the same
+    generators in the same order as the eager loop, so the data order, the noise stream and the
+    checkpoints are those of eager training. The first GRAPH_WARMUP calls run eagerly on the
+    capture stream (cuDNN autotuning, the optimisers' lazily created state and cuBLAS
+    workspaces must exist before capture); the next call copies its inputs into static buffers,
+    captures the iteration, and replays it; later calls copy and replay.
+
+    A learning-rate change (--on-nan rollback) or a reloaded optimiser state means new tensors
+    and new scalars: call reset(), and the next calls warm up and capture again. If capture
+    fails, the reason goes to `on_fallback` and the run continues eagerly.
+
+    Written from the PyTorch CUDA-graphs documentation; not yet run on a GPU (see
+    docs/benchmarks.md).
+    """
+
+    def __init__(self, iteration: Callable[..., torch.Tensor], optimizers: list[torch.optim.Optimizer],
+                 on_fallback: Callable[[str], None]):
+        self.iteration = iteration  # iteration(reals, noises, measure) -> statistics (n,) on the device
+        self.optimizers = optimizers
+        self.on_fallback = on_fallback
+        self.stream = torch.cuda.Stream()
+        self.failed: str | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static_reals: list[torch.Tensor] = []
+        self.static_noises: list[torch.Tensor] = []
+        self.static_out: torch.Tensor | None = None
+        self.warmed = 0
+        for opt in self.optimizers:
+            configure_optimizer(opt, fused=True, capturable=False)
+
+    def __call__(self, reals: list[torch.Tensor], noises: list[torch.Tensor]) -> torch.Tensor:
+        if self.failed is not None:
+            return self.iteration(reals, noises, True)
+        if self.graph is None and self.warmed < GRAPH_WARMUP:
+            self.warmed += 1
+            return self._on_side_stream(reals, noises)
+        if self.graph is None:
+            try:
+                self._capture(reals, noises)
+            except Exception as exc:  # a capture can fail on anything that syncs or allocates oddly
+                self.failed = " ".join(str(exc).split())[:300]
+                self.graph = None
+                torch.cuda.synchronize()
+                for opt in self.optimizers:
+                    configure_optimizer(opt, fused=True, capturable=False)
+                self.on_fallback(f"gankit: CUDA graph capture failed ({self.failed}); continuing eagerly")
+                return self.iteration(reals, noises, True)
+        for buffer, x in zip(self.static_reals + self.static_noises, reals + noises, strict=True):
+            buffer.copy_(x)
+        self.graph.replay()
+        return self.static_out.clone()  # the next replay overwrites static_out
+
+    def _on_side_stream(self, reals: list[torch.Tensor], noises: list[torch.Tensor]) -> torch.Tensor:
+        main = torch.cuda.current_stream()
+        self.stream.wait_stream(main)  # the inputs were made on the main stream
+        with torch.cuda.stream(self.stream):
+            out = self.iteration(reals, noises, True)
+        main.wait_stream(self.stream)  # later main-stream work sees the updated weights
+        return out
+
+    def _capture(self, reals: list[torch.Tensor], noises: list[torch.Tensor]) -> None:
+        # Static inputs with the memory format the caller uses (channels_last or not).
+        self.static_reals = [torch.empty_like(x) for x in reals]
+        self.static_noises = [torch.empty_like(z) for z in noises]
+        for buffer, x in zip(self.static_reals + self.static_noises, reals + noises, strict=True):
+            buffer.copy_(x)
+        for opt in self.optimizers:
+            configure_optimizer(opt, fused=True, capturable=True)
+            # Gradients set to None now are allocated from the graph's private pool during
+            # capture, so every replay writes them at the same addresses.
+            opt.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        # The same stream as the warm-up, so the handles and workspaces it created are reused.
+        with torch.cuda.graph(graph, stream=self.stream):
+            self.static_out = self.iteration(self.static_reals, self.static_noises, True)
+        self.graph = graph

@@ -1,0 +1,375 @@
+"""The fast path: reading statistics in blocks changes nothing that is logged or trained, the
+plan picks the CUDA features from the config and the device name, precision and the benchmark's
+smoke mode work. No timing assertions; the GPU-only checks at the end are skipped without one."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import gankit.train
+from fakes import make_npz
+from gankit import checkpoint, runs
+from gankit.config import RESUMABLE_CHANGES, TrainConfig
+from gankit.errors import ConfigError
+from gankit.fastpath import (
+    CUDA_SYNC_EVERY,
+    autocast_for,
+    configure_optimizer,
+    fast_path_plan,
+    precision_flags,
+    supports_fused,
+)
+from gankit.train import STAT_NAMES, TrainingDiverged, resume, train
+from runchecks import same_state
+
+ROOT = Path(__file__).parents[1]
+TOY = dict(data="toy:ring8", model="mlp", g_width=16, d_width=16, latent_dim=4, device="cpu")
+
+
+def tiny_images(tmp_path):
+    return dict(data=f"npz:{make_npz(tmp_path / 'data.npz', n=40)}", model="dcgan", g_width=4,
+                d_width=4, latent_dim=8, device="cpu")
+
+
+def rows(run):
+    """Per-iteration rows without wall time, and the events (rollbacks, warnings)."""
+    return [{k: v for k, v in r.items() if k != "time"} for r in runs.read_metrics(run)]
+
+
+# --- reading statistics in blocks ---------------------------------------------------------------
+
+def test_sync_every_changes_no_row_and_no_weight(tmp_path):
+    # k = 2, m = 8: 16 images an iteration; checkpoints every 3 iterations and snapshots every 5,
+    # so reads are forced at points that are not multiples of 7.
+    common = dict(**tiny_images(tmp_path), k=2, batch_size=8, max_images=16 * 17,
+                  checkpoint_every=48, snapshot_every=80)
+    train(TrainConfig(**common, sync_every=1), tmp_path / "one")
+    train(TrainConfig(**common, sync_every=7), tmp_path / "seven")
+    assert [r["images"] for r in rows(tmp_path / "seven")] == list(range(16, 16 * 17 + 1, 16))
+    assert rows(tmp_path / "one") == rows(tmp_path / "seven")
+    same_state(tmp_path / "one", tmp_path / "seven")
+    samples = sorted(p.name for p in (tmp_path / "seven" / "samples").iterdir())
+    assert samples == sorted(p.name for p in (tmp_path / "one" / "samples").iterdir())
+
+
+def test_every_checkpoint_follows_its_rows(tmp_path, monkeypatch):
+    # A crash right after a checkpoint must not lose rows: they are read and written first.
+    real_save, seen = checkpoint.save, []
+
+    def save(path, record):
+        on_disk = [r["images"] for r in runs.read_metrics(tmp_path / "run") if "event" not in r]
+        seen.append((record["progress"]["images_seen"], on_disk[-1] if on_disk else None))
+        real_save(path, record)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    train(TrainConfig(**TOY, batch_size=8, max_images=8 * 20, checkpoint_every=8 * 3, sync_every=7),
+          tmp_path / "run")
+    assert [images for images, _ in seen] == [24, 48, 72, 96, 120, 144, 160]
+    assert all(images == last_row for images, last_row in seen)
+
+
+def test_resume_with_sync_every_gives_the_straight_run(tmp_path):
+    common = dict(**TOY, k=2, batch_size=8, snapshot_every=64, checkpoint_every=48)
+    train(TrainConfig(**common, max_images=16 * 20), tmp_path / "straight")
+    train(TrainConfig(**common, max_images=16 * 7, sync_every=5), tmp_path / "split")
+    # a resume may change --sync-every and --precision (same arithmetic on the CPU)
+    resume(tmp_path / "split", {"max_images": 16 * 20, "sync_every": 3, "precision": "fp32"})
+    same_state(tmp_path / "straight", tmp_path / "split")
+    assert [r for r in rows(tmp_path / "straight") if "event" not in r] == \
+        [r for r in rows(tmp_path / "split") if "event" not in r]
+    assert {"precision", "sync_every", "cuda_graphs"} <= RESUMABLE_CHANGES
+
+
+def test_log_every_skips_only_the_measurement_of_unlogged_rows(tmp_path):
+    # D(G(z)) after the G step is measured only for logged rows; training is bit-identical.
+    common = dict(**tiny_images(tmp_path), batch_size=8, max_images=8 * 10, snapshot_every=10**6)
+    train(TrainConfig(**common, log_every=1), tmp_path / "all")
+    train(TrainConfig(**common, log_every=3), tmp_path / "third")
+    every = [r for r in rows(tmp_path / "all") if "event" not in r]
+    assert [r for r in rows(tmp_path / "third") if "event" not in r] == every[2::3]
+    same_state(tmp_path / "all", tmp_path / "third")
+
+
+def _poison(monkeypatch, at_call: int, owner=gankit.train, name: str = "iteration", stat: str = "grad_norm_d"):
+    """Make the at_call-th call of the training iteration return an Inf statistic."""
+    real, calls = getattr(owner, name), []
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == at_call:
+            out = out.clone()
+            out[STAT_NAMES.index(stat)] = float("inf")
+        return out
+
+    monkeypatch.setattr(owner, name, poisoned)
+
+
+@pytest.mark.parametrize("sync_every", [1, 3])
+def test_a_nan_inside_a_block_is_reported_at_its_iteration(tmp_path, monkeypatch, sync_every):
+    # Checkpoints every 8 iterations; with reads every 3, iteration 10 is in the block 9-11.
+    _poison(monkeypatch, at_call=10)
+    config = TrainConfig(**TOY, batch_size=8, max_images=8 * 16, checkpoint_every=64, sync_every=sync_every)
+    with pytest.raises(TrainingDiverged, match=r"diverged at iteration 10 \(80 images\): grad_norm_d = inf"):
+        train(config, tmp_path / "run")
+    images = [r["images"] for r in rows(tmp_path / "run")]
+    assert images == list(range(8, 80, 8)), "the rows before the bad iteration are logged, none after"
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["progress"]["images_seen"] == 64
+
+
+def test_rollback_from_inside_a_block_matches_reading_every_iteration(tmp_path, monkeypatch):
+    results = {}
+    for sync_every in (1, 3):
+        _poison(monkeypatch, at_call=10)
+        config = TrainConfig(**TOY, batch_size=8, max_images=8 * 16, checkpoint_every=64,
+                             sync_every=sync_every, on_nan="rollback")
+        train(config, tmp_path / str(sync_every))
+        results[sync_every] = rows(tmp_path / str(sync_every))
+        monkeypatch.undo()
+    assert results[1] == results[3]
+    events = [r for r in results[3] if r.get("event") == "rollback"]
+    assert len(events) == 1 and events[0]["images"] == 64
+    assert events[0]["diverged_at"].startswith("iteration 10 (80 images): grad_norm_d = inf")
+    images = [r["images"] for r in results[3] if "event" not in r]
+    assert images == list(range(8, 8 * 16 + 1, 8)), "one row per iteration after the rollback"
+    same_state(tmp_path / "1", tmp_path / "3")
+
+
+def test_real_divergence_is_found_at_the_same_iteration_with_blocks(tmp_path):
+    # SGD with a learning rate of 100 blows the weights up within a few iterations.
+    messages = {}
+    for sync_every in (1, 4):
+        config = TrainConfig(**TOY, optimizer="sgd", lr_d=100.0, lr_g=100.0, batch_size=8,
+                             max_images=8 * 200, checkpoint_every=8 * 5, sync_every=sync_every)
+        with pytest.raises(TrainingDiverged) as err:
+            train(config, tmp_path / str(sync_every))
+        messages[sync_every] = str(err.value).replace(str(tmp_path / str(sync_every)), "RUN")
+    assert "diverged at iteration" in messages[1] and messages[1] == messages[4]
+    assert rows(tmp_path / "1") == rows(tmp_path / "4")
+
+
+def test_sigterm_reads_the_pending_rows_before_its_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gankit", "train", "--data", "toy:ring8", "--model", "mlp",
+           "--g-width", "16", "--d-width", "16", "--batch-size", "8", "--max-images", "100000000",
+           "--device", "cpu", "--sync-every", "500", "--out", str(run)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (run / runs.METRICS).is_file() or (run / runs.METRICS).stat().st_size == 0:
+        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    record = checkpoint.load(run / "checkpoints" / "last.pt")
+    images = [r["images"] for r in runs.read_metrics(run) if "event" not in r]
+    assert images == list(range(8, record["progress"]["images_seen"] + 1, 8))
+
+
+def test_iteration_returns_its_statistics_as_one_device_tensor():
+    from gankit.models import build_models
+
+    config = TrainConfig(**TOY)
+    G, D = build_models(config, (2,))
+    opt_G, opt_D = (torch.optim.Adam(n.parameters(), lr=1e-3) for n in (G, D))
+    reals, noises = [torch.randn(8, 2)], [torch.randn(8, 4) for _ in range(2)]
+    out = gankit.train.iteration(G, D, opt_G, opt_D, reals, noises, g_loss="non-saturating")
+    assert isinstance(out, torch.Tensor) and out.shape == (len(STAT_NAMES),)
+    skipped = gankit.train.iteration(G, D, opt_G, opt_D, reals, noises, g_loss="non-saturating", measure=False)
+    assert torch.isnan(skipped[STAT_NAMES.index("d_fake_g_after")]) and torch.isfinite(skipped).sum() == 8
+    assert all(p.requires_grad for p in D.parameters()), "D is trainable again after the G step"
+
+
+# --- the plan -----------------------------------------------------------------------------------
+
+def test_plan_on_the_cpu_is_the_plain_loop():
+    plan = fast_path_plan(TrainConfig(), "cpu")
+    assert (plan.fused, plan.channels_last, plan.graphs, plan.cudnn_benchmark) == (False,) * 4
+    assert plan.sync_every == 1 and plan.reasons == ()
+    auto = fast_path_plan(TrainConfig(cuda_graphs="auto", sync_every=9), torch.device("cpu"))
+    assert not auto.graphs and auto.sync_every == 9
+    assert any("need a CUDA device" in r for r in auto.reasons)
+    assert "need a CUDA device" in auto.describe()
+    assert any("bf16" in r for r in fast_path_plan(TrainConfig(precision="bf16"), "cpu").reasons)
+
+
+def test_plan_on_cuda_uses_fused_channels_last_and_blocks():
+    plan = fast_path_plan(TrainConfig(), "cuda")
+    assert plan.fused == supports_fused(torch.optim.Adam) and plan.fused
+    assert plan.channels_last and plan.cudnn_benchmark and not plan.graphs
+    assert plan.sync_every == CUDA_SYNC_EVERY
+    assert any("--cuda-graphs off" in r for r in plan.reasons)
+    assert not fast_path_plan(TrainConfig(**{**TOY, "device": "auto"}), "cuda:0").channels_last  # MLP
+
+
+def test_plan_for_cuda_graphs():
+    assert fast_path_plan(TrainConfig(cuda_graphs="auto"), "cuda").graphs
+    assert fast_path_plan(TrainConfig(cuda_graphs="auto", precision="bf16", k=3), "cuda").graphs
+    sgd = fast_path_plan(TrainConfig(cuda_graphs="auto", optimizer="sgd"), "cuda")
+    assert not sgd.graphs and any("capturable" in r for r in sgd.reasons)
+    assert sgd.fused == supports_fused(torch.optim.SGD)
+    assert fast_path_plan(TrainConfig(cuda_graphs="auto", sync_every=1), "cuda").sync_every == 1
+
+
+@pytest.mark.parametrize("field, bad, message", [
+    ("precision", "fp16", "--precision must be one of fp32, tf32, bf16"),
+    ("sync_every", 0, "--sync-every must be a positive integer"),
+    ("cuda_graphs", "on", "--cuda-graphs must be one of auto, off"),
+])
+def test_speed_flags_are_validated(field, bad, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**{field: bad})
+
+
+def test_precision_flags_set_and_restore_tf32_for_cuda_only():
+    cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
+    before = (cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
+    for precision, tf32 in (("fp32", False), ("tf32", True), ("bf16", True)):
+        plan = fast_path_plan(TrainConfig(precision=precision), "cuda")
+        with precision_flags(plan, torch.device("cuda")):  # only flags: needs no GPU
+            assert (cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark) == (tf32, tf32, True)
+        assert (cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark) == before
+    with precision_flags(fast_path_plan(TrainConfig(precision="fp32"), "cpu"), torch.device("cpu")):
+        assert (cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark) == before
+
+
+def test_bf16_autocasts_the_forward_passes_and_trains(tmp_path):
+    plan = fast_path_plan(TrainConfig(precision="bf16"), "cpu")
+    with autocast_for(plan, torch.device("cpu"))():
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.bfloat16
+    with autocast_for(fast_path_plan(TrainConfig(), "cpu"), torch.device("cpu"))():
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
+    result = train(TrainConfig(**tiny_images(tmp_path), batch_size=8, max_images=32, precision="bf16"),
+                   tmp_path / "run")
+    assert result.iterations == 4 and all(math.isfinite(v) for v in result.last_stats.values())
+    record = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(t.dtype == torch.float32 for k, t in record["G"].items() if "num_batches" not in k)
+
+
+def test_tf32_is_fp32_on_the_cpu(tmp_path):
+    common = dict(**TOY, batch_size=8, max_images=80)
+    train(TrainConfig(**common, precision="fp32"), tmp_path / "fp32")
+    train(TrainConfig(**common, precision="tf32"), tmp_path / "tf32")
+    assert rows(tmp_path / "fp32") == rows(tmp_path / "tf32")
+
+
+def test_configure_optimizer_moves_step_counters():
+    params = [torch.nn.Parameter(torch.randn(3))]
+    fused = torch.optim.Adam(params, lr=1e-3, fused=True)  # fused Adam also exists on the CPU
+    params[0].grad = torch.ones(3)
+    fused.step()
+    plain = torch.optim.Adam(params, lr=1e-3)
+    plain.load_state_dict(fused.state_dict())  # e.g. a CUDA run's checkpoint resumed on the CPU
+    assert plain.param_groups[0]["fused"] is True
+    configure_optimizer(plain, fused=False)
+    assert plain.param_groups[0]["fused"] is None and plain.param_groups[0]["capturable"] is False
+    assert plain.state[params[0]]["step"].device.type == "cpu"
+    plain.step()
+    assert float(plain.state[params[0]]["step"]) == 2.0
+    configure_optimizer(plain, fused=True, capturable=True)
+    assert plain.param_groups[0]["fused"] is True and plain.param_groups[0]["capturable"] is True
+    sgd = torch.optim.SGD(params, lr=0.1, momentum=0.5)
+    configure_optimizer(sgd, fused=False)  # SGD has no capturable flag; nothing breaks
+    assert "capturable" not in sgd.param_groups[0]
+
+
+def test_config_json_records_the_plan(tmp_path):
+    import json
+
+    train(TrainConfig(**TOY, batch_size=8, max_images=16, cuda_graphs="auto"), tmp_path / "run")
+    speed = json.loads((tmp_path / "run" / "config.json").read_text())["speed"]
+    assert speed["graphs"] is False and speed["sync_every"] == 1 and speed["reasons"]
+
+
+# --- the benchmark's smoke mode -----------------------------------------------------------------
+
+def test_throughput_benchmark_quick_mode(tmp_path):
+    data = make_npz(tmp_path / "fake.npz", n=24, size=28)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--quick",
+                           "--device", "cpu", "--data", f"npz:{data}", "--batch-size", "4", "--workers", "1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("ratio gankit/classic: ")
+    ratio = lines[-1].split(": ")[1]
+    assert len(ratio.split(".")[1]) == 2 and float(ratio) > 0
+    table = [line for line in lines if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[0] for row in table[1:]] == ["| classic (pytorch/examples dcgan)", "| gankit train"]
+    assert all(float(row.split(" | ")[2].replace(",", "")) > 0 for row in table[1:])
+
+
+# --- on a GPU only ------------------------------------------------------------------------------
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda_only
+def test_the_cuda_step_never_waits_for_the_gpu(tmp_path):
+    from gankit.data import load_dataset
+    from gankit.data.batches import batches_for
+    from gankit.models import build_models
+
+    config = TrainConfig(**{**tiny_images(tmp_path), "device": "cuda"})
+    device = torch.device("cuda")
+    plan = fast_path_plan(config, device)
+    data = load_dataset(config.data)
+    G, D = (n.to(device).to(memory_format=torch.channels_last) for n in build_models(config, data.shape))
+    opt_G, opt_D = (gankit.train._optimizer(config, n.parameters(), 2e-4, fused=plan.fused) for n in (G, D))
+    batches = batches_for(data, 0, device)
+    noise = torch.Generator(device=device).manual_seed(0)
+
+    def step():
+        reals = [batches.next(8).contiguous(memory_format=torch.channels_last)]
+        noises = [torch.randn(8, 8, device=device, generator=noise) for _ in range(2)]
+        return gankit.train.iteration(G, D, opt_G, opt_D, reals, noises, g_loss="non-saturating",
+                                      autocast=autocast_for(plan, device))
+
+    for _ in range(3):
+        step()  # lazy optimiser state, cuDNN heuristics
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        outs = [step() for _ in range(12)]  # crosses epochs of the 40 images: a new permutation each
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(torch.stack(outs)).all()
+
+
+@cuda_only
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graphs_train_like_eager(tmp_path, precision):
+    common = dict(**{**tiny_images(tmp_path), "device": "cuda"}, k=2, batch_size=8, max_images=16 * 12,
+                  sync_every=5, precision=precision, checkpoint_every=16 * 6)
+    train(TrainConfig(**common, cuda_graphs="off"), tmp_path / "eager")
+    train(TrainConfig(**common, cuda_graphs="auto"), tmp_path / "graph")
+    eager, graph = (rows(tmp_path / r) for r in ("eager", "graph"))
+    assert [r["images"] for r in graph] == [r["images"] for r in eager]
+    tolerance = 1e-3 if precision == "fp32" else 5e-2
+    for a, b in zip(eager, graph, strict=True):
+        for name in STAT_NAMES:
+            assert abs(a[name] - b[name]) <= tolerance * max(1.0, abs(a[name])), (name, a, b)
+
+
+@cuda_only
+def test_cuda_graphs_recapture_after_a_rollback_and_resume_on_the_cpu(tmp_path, monkeypatch):
+    from gankit.fastpath import GraphedIteration
+
+    _poison(monkeypatch, at_call=10, owner=GraphedIteration, name="__call__")  # a replay's statistics
+    config = TrainConfig(**{**tiny_images(tmp_path), "device": "cuda"}, batch_size=8, max_images=8 * 16,
+                         checkpoint_every=64, sync_every=3, on_nan="rollback", cuda_graphs="auto")
+    train(config, tmp_path / "run")
+    events = [r for r in rows(tmp_path / "run") if r.get("event") == "rollback"]
+    assert len(events) == 1 and events[0]["diverged_at"].startswith("iteration 10 ")
+    assert [r["images"] for r in rows(tmp_path / "run") if "event" not in r] == list(range(8, 129, 8))
+    monkeypatch.undo()
+    resume(tmp_path / "run", {"max_images": 8 * 20, "device": "cpu"})  # fused CUDA state -> CPU
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["progress"]["images_seen"] == 160
