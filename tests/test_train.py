@@ -57,7 +57,7 @@ def test_each_d_step_draws_a_fresh_real_minibatch(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["toy-mlp", "images-dcgan"])
-def test_interrupted_and_resumed_run_ends_with_thesame_state(tmp_path, kind):
+def test_interrupted_and_resumed_run_ends_with_the_same_state(tmp_path, kind):
     base = TOY if kind == "toy-mlp" else tiny_images(tmp_path)
     common = dict(**base, k=2, batch_size=8, snapshot_every=64, checkpoint_every=10**6)
     train(TrainConfig(**common, max_images=160), tmp_path / "straight")
@@ -65,6 +65,7 @@ def test_interrupted_and_resumed_run_ends_with_thesame_state(tmp_path, kind):
     resume(tmp_path / "split", {"max_images": 112})
     resume(tmp_path / "split", {"max_images": 160})
     same_state(tmp_path / "straight", tmp_path / "split")
+
     def rows(run):  # per-iteration rows without wall time; diagnostics restart with each process
         return [{k: v for k, v in r.items() if k != "time"} for r in runs.read_metrics(run) if "event" not in r]
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import gankit
-from gankit.config import DEVICES, MODELS, ON_NAN, OPTIMIZERS, TrainConfig
+from gankit.config import DEVICES, MODELS, ON_NAN, OPTIMIZERS, SYNC_BN, TrainConfig
 from gankit.errors import GankitError
 from gankit.losses import G_LOSSES
 
@@ -20,14 +23,20 @@ DATA_HELP = ("fashion-mnist, mnist, folder:PATH, npz:PATH, toy:gauss1d, toy:mixt
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
+    args.argv = argv
     try:
         return args.run(args) or 0
     except GankitError as exc:
-        print(f"gankit: error: {exc}", file=sys.stderr)
+        rank, size = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+        if rank is None or size is None:
+            print(f"gankit: error: {exc}", file=sys.stderr)
+        elif rank == "0" or not getattr(exc, "every_process", False):  # not once per process
+            print(f"gankit: error (process {rank} of {size}): {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         print("gankit: interrupted", file=sys.stderr)
@@ -115,6 +124,12 @@ def _add_train(commands) -> None:
         "unset: 1 on the CPU, 50 on CUDA")
     opt("cuda_graphs", str, "auto: capture the whole iteration as a CUDA graph where the "
         "configuration allows it (not yet verified on a GPU); off: eager", choices=CUDA_GRAPHS)
+    g = p.add_argument_group("several processes (torch.distributed; see README)")
+    g.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine (one per GPU): runs torchrun for you; "
+                   "--batch-size stays the global batch")
+    opt("sync_bn", str, "with several processes, on: batch norm over the global batch (the same model "
+        "as one process); off: over each process's share (faster on many GPUs)", choices=SYNC_BN)
     p.add_argument("--out", type=Path, help="run folder (default: runs/DATA-MODEL-TIME)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder given as --out")
@@ -122,7 +137,13 @@ def _add_train(commands) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from gankit import train
+    from gankit import distributed, train
+
+    if getattr(args, "nproc", None) is not None:
+        if distributed.launched_by_torchrun():
+            raise GankitError("--nproc starts torchrun itself; under torchrun, give torchrun "
+                              "--nproc_per_node instead")
+        return _launch(distributed.torchrun_command(args.nproc, args.argv))
 
     values = {k: v for k, v in vars(args).items()
               if k in TrainConfig.__dataclass_fields__}
@@ -139,6 +160,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{time.strftime('%Y%m%d-%H%M%S')}")
     train.train(config, out, overwrite=getattr(args, "overwrite", False))
     return 0
+
+
+def _launch(command: list[str]) -> int:
+    """Run torchrun and wait for it. Ctrl-C reaches its workers straight from the terminal (each
+    saves a checkpoint and stops), so here it only waits; a SIGTERM is passed on."""
+    env = dict(os.environ)
+    nproc = int(next(a for a in command if a.startswith("--nproc_per_node=")).split("=")[1])
+    # torchrun sets 1 thread per worker when unset (and says so); the CPU cores shared out is better.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    proc = subprocess.Popen(command, env=env)
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, lambda s, f: None),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(s))}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 # --- sample ------------------------------------------------------------------------------------

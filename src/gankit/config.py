@@ -18,12 +18,13 @@ DEVICES = ("auto", "cpu", "cuda")
 ON_NAN = ("stop", "rollback")
 PRECISIONS = ("fp32", "tf32", "bf16")
 CUDA_GRAPHS = ("auto", "off")
+SYNC_BN = ("on", "off")
 
 # Fields that may differ when a run is resumed: how long, where and how often, never what is
 # trained. The speed settings are here too: they change how the arithmetic is done, not the game.
 RESUMABLE_CHANGES = frozenset(
     {"max_images", "epochs", "device", "snapshot_every", "checkpoint_every", "log_every", "on_nan", "eval_every",
-     "eval_samples", "precision", "sync_every", "cuda_graphs"}
+     "eval_samples", "precision", "sync_every", "cuda_graphs", "sync_bn"}
 )
 
 
@@ -66,6 +67,8 @@ class TrainConfig:
     precision: str = "tf32"  # fp32; tf32: TF32 tensor cores on CUDA (fp32 on the CPU); bf16: autocast
     sync_every: int | None = None  # iterations between reads of the statistics; None: 1 on CPU, 50 on CUDA
     cuda_graphs: str = "off"  # auto: capture the iteration as a CUDA graph where possible (unverified on a GPU)
+    # several processes (torchrun; see distributed.py): batch norm over the global batch, or per process
+    sync_bn: str = "on"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -90,6 +93,7 @@ class TrainConfig:
         _choice("on_nan", self.on_nan, ON_NAN)
         _choice("precision", self.precision, PRECISIONS)
         _choice("cuda_graphs", self.cuda_graphs, CUDA_GRAPHS)
+        _choice("sync_bn", self.sync_bn, SYNC_BN)
         for name in ("latent_dim", "k", "batch_size", "snapshot_every", "checkpoint_every",
                      "log_every", "grid_size"):
             _positive_int(name, getattr(self, name))

@@ -61,15 +61,25 @@ def score(G: torch.nn.Module, config: TrainConfig, n_samples: int | None = None,
     """(metrics, protocol) for generator G (in eval mode) of a run with this config."""
     if n_samples is not None and n_samples < 2:
         raise GankitError(f"--n-samples must be at least 2, got {n_samples}")
+    toy = config.data.startswith("toy:")
+    samples = generate(G, n_samples or (TOY_SAMPLES if toy else IMAGE_SAMPLES), seed, config.latent_dim)
+    return score_samples(samples, config, features, split, seed, data_dir, kid_subsets, kid_subset_size,
+                         inception_weights, log)
+
+
+def score_samples(samples: torch.Tensor, config: TrainConfig, features: str = "classifier",
+                  split: str = "test", seed: int = 0, data_dir: str | None = None,
+                  kid_subsets: int = 100, kid_subset_size: int = 1000,
+                  inception_weights: str | None = None, log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
+    """(metrics, protocol) for a generator's output (float, as `generate` gives it)."""
     if config.data.startswith("toy:"):
         toy = load_dataset(config.data).distribution
-        samples = generate(G, n_samples or TOY_SAMPLES, seed, config.latent_dim)
         metrics = mode_metrics(samples, toy) if toy.dim == 2 else {"jsd": jsd_1d(samples, toy)}
         return metrics, {
             "metric": "modes/high_quality/reverse_kl (VEEGAN, PacGAN)" if toy.dim == 2 else "jsd_1d (nats)",
             "n_samples": len(samples), "seed": seed}
 
-    fake = _quantise(generate(G, n_samples or IMAGE_SAMPLES, seed, config.latent_dim))  # (N, C, H, W)
+    fake = _quantise(samples)  # (N, C, H, W) uint8
     return score_images(fake, config, features, split, seed, data_dir, kid_subsets, kid_subset_size,
                         inception_weights, log)
 

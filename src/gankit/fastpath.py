@@ -61,8 +61,9 @@ class Plan:
         return line + ("; " + "; ".join(self.reasons) if self.reasons else "")
 
 
-def fast_path_plan(config: TrainConfig, device: torch.device | str) -> Plan:
-    """The fast path for this config on this device ("cpu", "cuda", "cuda:1", ...)."""
+def fast_path_plan(config: TrainConfig, device: torch.device | str, distributed: bool = False) -> Plan:
+    """The fast path for this config on this device ("cpu", "cuda", "cuda:1", ...); distributed:
+    in a torchrun process (see distributed.py)."""
     cuda = torch.device(device).type == "cuda"
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
     fused = cuda and supports_fused(optimizer_class)
@@ -76,6 +77,9 @@ def fast_path_plan(config: TrainConfig, device: torch.device | str) -> Plan:
     if config.cuda_graphs == "auto":
         if not cuda:
             reasons.append(f"CUDA graphs need a CUDA device, running eagerly on {torch.device(device)}")
+        elif distributed:
+            reasons.append("no CUDA graph under torchrun: DDP's gradient all-reduce is not captured "
+                           "here; running eagerly")
         elif config.optimizer != "adam":
             reasons.append(f"no CUDA graph with --optimizer {config.optimizer}: torch.optim.SGD has no "
                            "capturable mode, so its step cannot be captured; running eagerly")

@@ -29,16 +29,35 @@ def load_generator(path_or_run: str | os.PathLike, device: str = "auto") -> tupl
     return G, {"config": config, "shape": shape, "path": path}
 
 
-def generate(G: torch.nn.Module, n: int, seed: int, latent_dim: int) -> torch.Tensor:
-    """n samples from G with noise drawn from `seed` on the CPU, so results match across devices."""
+def generate(G: torch.nn.Module, n: int, seed: int, latent_dim: int,
+             part: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """n samples from G with noise drawn from `seed` on the CPU, so results match across devices.
+
+    part=(r, N): only the chunks of BATCH samples whose index is r modulo N, one process's share
+    of a distributed evaluation; `interleave` puts the N parts back in order, identical to
+    the one-process result (the noise is drawn for every chunk, so each chunk gets the same z).
+    """
+    rank, size = part
     device = next(G.parameters()).device
     g = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():
-        for start in range(0, n, BATCH):
+        for i, start in enumerate(range(0, n, BATCH)):
             z = torch.randn(min(BATCH, n - start), latent_dim, generator=g)
-            out.append(G(z.to(device)).float().cpu())
+            if i % size == rank:
+                out.append(G(z.to(device)).float().cpu())
+    if not out:
+        return torch.empty(0)
     return torch.cat(out)
+
+
+def interleave(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The samples of `generate(..., part=(r, N))` for r = 0..N-1, back in one-process order."""
+    chunks = [list(p.split(BATCH)) if len(p) else [] for p in parts]
+    ordered = []
+    for i in range(sum(len(c) for c in chunks)):
+        ordered.append(chunks[i % len(parts)][i // len(parts)])
+    return torch.cat(ordered)
 
 
 def sample(path_or_run: str | os.PathLike, n: int, out: str | os.PathLike, seed: int = 0,

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -28,14 +30,14 @@ import torch
 from torch import nn
 
 import gankit
-from gankit import checkpoint, runs
+from gankit import checkpoint, distributed, runs
 from gankit.config import RESUMABLE_CHANGES, TrainConfig, flag
 from gankit.data import ImageDataset, ToyDataset, load_dataset
 from gankit.data.batches import batches_for
 from gankit.devices import resolve_device
 from gankit.diagnostics import Diagnostics, Finding
 from gankit.errors import CheckpointError, ConfigError, GankitError
-from gankit.evaluate import score
+from gankit.evaluate import score_samples
 from gankit.fastpath import (
     GraphedIteration,
     Plan,
@@ -49,9 +51,11 @@ from gankit.imagegrid import save_grid, save_png, scatter
 from gankit.losses import discriminator_loss, generator_loss
 from gankit.models import build_models
 from gankit.progress import Progress
+from gankit.sample import generate, interleave
 
 DEFAULT_MAX_IMAGES = 600_000  # 10 epochs of (Fashion-)MNIST when neither --max-images nor --epochs is given
 MAX_ROLLBACKS = 3  # --on-nan rollback: give up after this many
+STOP_GRACE = 10.0  # seconds a torchrun process may take to stop cleanly after a signal
 STAT_NAMES = ("d_loss", "g_loss", "value", "d_real", "d_fake", "d_fake_g_before",
               "d_fake_g_after", "grad_norm_d", "grad_norm_g")
 
@@ -59,9 +63,13 @@ STAT_NAMES = ("d_loss", "g_loss", "value", "d_real", "d_fake", "d_fake_g_before"
 class TrainingDiverged(GankitError):
     """A loss or gradient became NaN or Inf."""
 
+    every_process = True  # under torchrun all processes raise it together; rank 0 reports it
+
 
 class TrainingInterrupted(GankitError):
     """SIGINT or SIGTERM: a checkpoint was saved and training stopped cleanly."""
+
+    every_process = True
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
@@ -81,11 +89,15 @@ def train(config: TrainConfig, run_dir: str | Path, *, overwrite: bool = False,
     """Start a new run in run_dir and train it to config's length."""
     run_dir = Path(run_dir)
     device = resolve_device(config.device)
-    dataset = _load_data(config)
-    runs.prepare_new(run_dir, overwrite=overwrite)
-    plan = fast_path_plan(config, device)
-    with _disk_errors(run_dir), precision_flags(plan, device):
-        return _run(config, plan, run_dir, dataset, device, record=None, stream=stream)
+    with distributed.initialised(device) as world:
+        with world.together("checking the data and the run folder"):
+            distributed.check_batch(world, config.batch_size)
+            dataset = _load_data(config)
+            if world.main:
+                runs.prepare_new(run_dir, overwrite=overwrite)
+        plan = fast_path_plan(config, world.device, distributed=world.launched)
+        with _disk_errors(run_dir), precision_flags(plan, world.device):
+            return _run(config, plan, run_dir, dataset, world, record=None, stream=stream)
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *,
@@ -98,10 +110,13 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *,
     record = checkpoint.load(path)
     config = resumed_config(checkpoint.config_of(record, path), overrides or {})
     device = resolve_device(config.device)
-    dataset = _load_data(config)
-    plan = fast_path_plan(config, device)
-    with _disk_errors(run_dir), precision_flags(plan, device):
-        return _run(config, plan, run_dir, dataset, device, record=record, stream=stream)
+    with distributed.initialised(device) as world:
+        with world.together("checking the data"):
+            distributed.check_batch(world, config.batch_size)
+            dataset = _load_data(config)
+        plan = fast_path_plan(config, world.device, distributed=world.launched)
+        with _disk_errors(run_dir), precision_flags(plan, world.device):
+            return _run(config, plan, run_dir, dataset, world, record=record, stream=stream)
 
 
 @contextlib.contextmanager
@@ -187,7 +202,8 @@ def frozen_batchnorm_stats(*modules: nn.Module):
 
 def iteration(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
               reals: list[torch.Tensor], noises: list[torch.Tensor], *, g_loss: str,
-              autocast=contextlib.nullcontext, measure: bool = True) -> torch.Tensor:
+              autocast=contextlib.nullcontext, measure: bool = True,
+              G_step: nn.Module | None = None, D_step: nn.Module | None = None) -> torch.Tensor:
     """One iteration of Algorithm 1 on minibatches the caller drew: k D steps (one per real
     minibatch in `reals`, with noises[:-1]), then one G step on noises[-1].
 
@@ -195,6 +211,8 @@ def iteration(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: t
     Nothing here waits for the device (no .item(), no copies to the host), so on CUDA the
     iterations queue up, and the whole function can be captured as a CUDA graph.
     measure=False skips the extra forward pass behind d_fake_g_after (NaN in its place).
+    G_step and D_step: the DDP wrappers of G and of D on (real, fake) (see distributed.wrap),
+    used for the passes whose gradients are averaged over processes; G and D for the others.
     """
     # D steps (k times): ascend V in D's parameters on fresh real and noise minibatches.
     d_stats = []
@@ -202,7 +220,7 @@ def iteration(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: t
         with autocast():
             with torch.no_grad():
                 fake = G(z)
-            real_logits, fake_logits = D(x), D(fake)
+            real_logits, fake_logits = D_step(x, fake) if D_step is not None else (D(x), D(fake))
         real_logits, fake_logits = real_logits.float(), fake_logits.float()  # the losses in fp32
         loss_d = discriminator_loss(real_logits, fake_logits)
         opt_D.zero_grad(set_to_none=True)
@@ -219,7 +237,7 @@ def iteration(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: t
     D.requires_grad_(False)
     try:
         with autocast():
-            fake_logits = D(G(z)).float()
+            fake_logits = D((G_step or G)(z)).float()
         loss_g = generator_loss(fake_logits, g_loss)
         opt_G.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -251,7 +269,10 @@ class _Pending:
 
 
 def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset | ToyDataset,
-         device: torch.device, record: dict | None, stream: TextIO | None) -> TrainResult:
+         world: distributed.World, record: dict | None, stream: TextIO | None) -> TrainResult:
+    device = world.device
+    if not world.main:  # only rank 0 writes: its progress, its logs, its files
+        stream = open(os.devnull, "w")  # noqa: SIM115 (closed with the process)
     total = total_images(config, dataset)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -260,6 +281,9 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
     G, D = G.to(device), D.to(device)
     if plan.channels_last:  # (B, C, H, W) tensors stored as (B, H, W, C): cuDNN's fast layout
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G_step = D_step = None
+    if world.launched:
+        G, D, G_step, D_step = distributed.wrap(G, D, world, sync_bn=config.sync_bn == "on")
     opt_G = _optimizer(config, G.parameters(), config.lr_g_resolved, fused=plan.fused)
     opt_D = _optimizer(config, D.parameters(), config.lr_d_resolved, fused=plan.fused)
     batches = batches_for(dataset, config.seed, device)
@@ -291,7 +315,7 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
 
     def run_iteration(reals: list[torch.Tensor], noises: list[torch.Tensor], measure: bool) -> torch.Tensor:
         return iteration(G, D, opt_G, opt_D, reals, noises, g_loss=config.g_loss, autocast=autocast,
-                         measure=measure)
+                         measure=measure, G_step=G_step, D_step=D_step)
 
     graphed = (GraphedIteration(run_iteration, [opt_G, opt_D], on_fallback=lambda line: progress.message(line))
                if plan.graphs else None)
@@ -300,23 +324,28 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
     if record is not None:
         images_seen, iterations = restore(record)
         best_fid = record["progress"].get("best_fid")
-        runs.truncate_metrics(run_dir, images_seen)
-        runs.remove_stale_temp_files(run_dir)
+        if world.main:
+            runs.truncate_metrics(run_dir, images_seen)
+            runs.remove_stale_temp_files(run_dir)
 
-    write_json(run_dir / runs.CONFIG, {
-        "config": {**config.to_dict(), "max_images_resolved": total},
-        "dataset": {"name": dataset.name, "shape": list(dataset.shape),
-                    "size": len(dataset) if isinstance(dataset, ImageDataset) else None,
-                    "source": getattr(dataset, "source", dataset.name)},
-        "gankit_version": gankit.__version__,
-        "torch_version": torch.__version__,
-        "device": str(device),
-        "speed": plan.to_dict(),
-        "params": {"G": sum(p.numel() for p in G.parameters()),
-                   "D": sum(p.numel() for p in D.parameters())},
-    })
+    if world.main:
+        write_json(run_dir / runs.CONFIG, {
+            "config": {**config.to_dict(), "max_images_resolved": total},
+            "dataset": {"name": dataset.name, "shape": list(dataset.shape),
+                        "size": len(dataset) if isinstance(dataset, ImageDataset) else None,
+                        "source": getattr(dataset, "source", dataset.name)},
+            "gankit_version": gankit.__version__,
+            "torch_version": torch.__version__,
+            "device": str(device),
+            "processes": world.size,
+            "speed": plan.to_dict(),
+            "params": {"G": sum(p.numel() for p in G.parameters()),
+                       "D": sum(p.numel() for p in D.parameters())},
+        })
 
     def save_checkpoint(path: Path = last) -> Path:
+        if not world.main:
+            return path
         checkpoint.save(path, {
             "config": json.dumps(config.to_dict(), sort_keys=True),
             "data_shape": list(dataset.shape),
@@ -330,10 +359,13 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
     def evaluate_now() -> None:
         """The cheap protocol during training; keeps best.pt by FID."""
         nonlocal best_fid
-        G.eval()
-        metrics, _ = score(G, config, config.eval_samples, seed=config.seed,
-                           log=progress.stream)
+        G.eval()  # every process generates its share of the samples; rank 0 scores them all
+        mine = generate(G, config.eval_samples, config.seed, config.latent_dim, part=(world.rank, world.size))
         G.train()
+        parts = world.gather(mine)
+        if not world.main:
+            return
+        metrics, _ = score_samples(interleave(parts), config, seed=config.seed, log=progress.stream)
         row = {"event": "eval", "images": images_seen, **metrics}
         metrics.pop("n_samples", None)
         text = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
@@ -347,6 +379,8 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
     diagnostics = Diagnostics(g_loss=config.g_loss)
 
     def snapshot() -> None:
+        if not world.main:
+            return
         G.eval()
         with torch.no_grad():
             fake = G(fixed_z)
@@ -370,17 +404,27 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
                 "images": images_seen if images is None else images, "message": finding.message}) + "\n")
 
     pending: list[_Pending] = []  # iterations queued on the device, not read yet
+    stop_agreed = False  # under torchrun: some rank got SIGINT/SIGTERM (known at the next read)
     last_after = math.nan  # the latest measured d_fake_g_after, shown while it is not measured
 
     def read_pending() -> bool:
         """Read the queued iterations' statistics (one host sync) and handle them in order: the
         NaN/Inf check, diagnostics, metrics rows, progress line. False if training rolled back."""
-        nonlocal images_seen, iterations, rollbacks, stats, last_after
+        nonlocal images_seen, iterations, rollbacks, stats, last_after, stop_agreed
         if not pending:
             return True
         queued = list(pending)
         pending.clear()
-        for row, values in zip(queued, torch.stack([p.stats for p in queued]).tolist(), strict=True):
+        table = torch.stack([p.stats for p in queued])  # (iterations, len(STAT_NAMES))
+        if world.launched:
+            # One all-reduce: the statistics of the global minibatches (the mean over ranks of
+            # their slices' means), and whether any rank was asked to stop. Every decision below
+            # is taken from these shared numbers, so all ranks take it together.
+            asked = torch.tensor([float(stop.signal is not None)], device=table.device)
+            flat = world.sum(torch.cat([table.flatten(), asked]))
+            stop_agreed = stop_agreed or bool(flat[-1] > 0)
+            table = (flat[:-1] / world.size).view_as(table)
+        for row, values in zip(queued, table.tolist(), strict=True):
             row_stats = dict(zip(STAT_NAMES, values, strict=True))
             if not row.measured:
                 row_stats["d_fake_g_after"] = last_after
@@ -422,28 +466,38 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
         return True
 
     progress = Progress(total, start=images_seen, stream=stream)
+    m = config.batch_size
+    share = world.share(m) if world.launched else None  # this process's rows of each minibatch
+
+    def mine(x: torch.Tensor) -> torch.Tensor:
+        return x if share is None else x[share]
+
     progress.message(
         f"gankit: training {config.model} on {dataset.name} {tuple(dataset.shape)} on {device}, "
         f"k={config.k}, batch {config.batch_size}, {config.g_loss} G loss, {config.optimizer} "
         f"lr G {config.lr_g_resolved:g} / D {config.lr_d_resolved:g}; run folder {run_dir}"
+        + (f"; {world.size} processes (batch {m // world.size} each, batch norm "
+           f"{'over the global batch' if config.sync_bn == 'on' else 'per process'})" if world.launched else "")
     )
     if device.type == "cuda" or plan.reasons:  # on the CPU, only when something asked for is not done
         progress.message(plan.describe())
     if images_seen == 0:
         snapshot()
-    stop = _StopFlag()
+    # Under torchrun a stop is agreed at the next read of the statistics; a process that cannot
+    # get there (a peer died inside a collective) exits after a grace period instead of hanging.
+    stop = _StopFlag(grace=STOP_GRACE if world.launched else None)
     stats: dict[str, float] = {}
-    m = config.batch_size
     started = time.perf_counter()
     measured_once = False
-    with stop.installed(), contextlib.closing(_Reopenable(run_dir / runs.METRICS)) as metrics_file:
+    metrics_path = run_dir / runs.METRICS if world.main else None
+    with stop.installed(), contextlib.closing(_Reopenable(metrics_path)) as metrics_file:
         while images_seen < total:
             # This iteration's minibatches, in the order the step uses them: k real batches (the
             # data order is a counter) and k + 1 noise batches, from the run's own generators.
-            reals = [batches.next(m) for _ in range(config.k)]
+            reals = [batches.next(m, share) for _ in range(config.k)]
             if plan.channels_last:
                 reals = [x.contiguous(memory_format=torch.channels_last) for x in reals]
-            noises = [torch.randn(m, config.latent_dim, device=device, generator=noise)
+            noises = [mine(torch.randn(m, config.latent_dim, device=device, generator=noise))
                       for _ in range(config.k + 1)]
             # D(G(z)) after the G step costs a G and a D forward pass; it is measured on the
             # iterations whose rows are logged (all of them by default), the first and the last.
@@ -466,9 +520,13 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
             ckpt = done or images_seen // config.checkpoint_every > before // config.checkpoint_every
             evaluating = bool(config.eval_every) and (
                 done or images_seen // config.eval_every > before // config.eval_every)
-            if (len(pending) >= plan.sync_every or snap or ckpt or evaluating or stop.signal is not None) \
+            # (Under torchrun every rank must read at the same iterations, so a signal waits for
+            # the next read, which tells every rank.)
+            asked_to_stop = stop.signal is not None and not world.launched
+            if (len(pending) >= plan.sync_every or snap or ckpt or evaluating or asked_to_stop) \
                     and not read_pending():
                 continue  # rolled back to the last checkpoint
+            stopping = stop_agreed if world.launched else stop.signal is not None
 
             # Snapshots and checkpoints, at the image counts that crossed their intervals.
             if snap:
@@ -478,17 +536,20 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
             if ckpt:
                 metrics_file.file.flush()
                 save_checkpoint()
-            if stop.signal is not None and not done:
+            if stopping and not done:
+                stop.acknowledge()
                 metrics_file.file.flush()
                 path = save_checkpoint()
                 progress.update(images_seen, stats, force=True)
                 progress.close()
-                name = signal.Signals(stop.signal).name
+                signum = stop.signal or signal.SIGTERM  # under torchrun: maybe another rank's signal
+                name = signal.Signals(signum).name
                 raise TrainingInterrupted(
                     f"{name} received: stopped at {images_seen} images; checkpoint saved to {path}. "
                     f"Continue with: gankit train --resume {run_dir}",
-                    exit_code=128 + stop.signal,
+                    exit_code=128 + signum,
                 )
+    world.barrier()  # the last checkpoint is on disk before any process reports done
     if stats:
         progress.update(images_seen, stats, force=True)
     else:
@@ -532,15 +593,40 @@ def _numpy_state() -> list:
 
 class _StopFlag:
     """SIGINT/SIGTERM set a flag that the loop reads between iterations, so a checkpoint is
-    always taken at a consistent point. A second Ctrl-C stops at once."""
+    always taken at a consistent point. A second Ctrl-C stops at once (torchrun passes the
+    terminal's Ctrl-C on to workers that already got it: a repeat within a second is the same
+    press). With `grace`, a process that has not acknowledged the stop that many seconds later
+    exits: it is stuck, e.g. in a collective whose peer is gone."""
 
-    def __init__(self) -> None:
+    def __init__(self, grace: float | None = None) -> None:
         self.signal: int | None = None
+        self.grace = grace
+        self._at = 0.0
+        self._timer: threading.Timer | None = None
 
     def _handle(self, signum, frame) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
+        now = time.monotonic()
+        if self.signal is not None and signum == signal.SIGINT and now - self._at > 1.0:
             raise KeyboardInterrupt
-        self.signal = signum
+        if self.signal is None:
+            self.signal, self._at = signum, now
+            if self.grace is not None:
+                self._timer = threading.Timer(self.grace, self._expire, args=(signum,))
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _expire(self, signum: int) -> None:
+        sys.stderr.write(f"gankit: error: {signal.Signals(signum).name} received, but this process could not "
+                         f"stop cleanly within {self.grace:g} s (another process of the run is probably gone); "
+                         "exiting without a new checkpoint\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    def acknowledge(self) -> None:
+        """The loop is stopping cleanly: no forced exit."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     @contextlib.contextmanager
     def installed(self):
@@ -551,18 +637,22 @@ class _StopFlag:
         try:
             yield
         finally:
+            self.acknowledge()
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
 
 class _Reopenable:
-    """The metrics log, which a rollback truncates (a new file) and reopens."""
+    """The metrics log, which a rollback truncates (a new file) and reopens. path None: nowhere
+    (the processes other than rank 0)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | None):
         self.path = path
-        self.file = open(path, "a")
+        self.file = open(path if path is not None else os.devnull, "a")
 
     def truncate(self, images: int) -> None:
+        if self.path is None:
+            return
         self.file.close()
         runs.truncate_metrics(self.path.parent, images)
         self.file = open(self.path, "a")

@@ -37,8 +37,9 @@ class ImageBatches:
             self._perm_epoch = epoch
         return self._perm
 
-    def next(self, m: int) -> torch.Tensor:
-        """The next m images as float (m, C, H, W) in [-1, 1]; crosses epoch boundaries."""
+    def next(self, m: int, share: slice | None = None) -> torch.Tensor:
+        """The next m images as float (m, C, H, W) in [-1, 1]; crosses epoch boundaries. With
+        `share`, only those rows of the m (one process's part of a global minibatch)."""
         n = len(self.images)
         parts, need = [], m
         while need > 0:
@@ -48,6 +49,8 @@ class ImageBatches:
             self.position += take
             need -= take
         index = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if share is not None:
+            index = index[share]
         return self.dataset.to_float(self.images[index])
 
     def state_dict(self) -> dict:
@@ -62,8 +65,9 @@ class ToyBatches:
         self.dataset = dataset
         self.generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 7)
 
-    def next(self, m: int) -> torch.Tensor:
-        return self.dataset.sample(m, self.generator)  # (m, dim)
+    def next(self, m: int, share: slice | None = None) -> torch.Tensor:
+        x = self.dataset.sample(m, self.generator)  # (m, dim)
+        return x if share is None else x[share]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
