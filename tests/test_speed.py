@@ -289,6 +289,70 @@ def test_config_json_records_the_plan(tmp_path):
     assert speed["graphs"] is False and speed["sync_every"] == 1 and speed["reasons"]
 
 
+# --- datasets larger than the device: streamed from host memory --------------------------------
+
+def test_streamed_batches_are_the_resident_batches(tmp_path):
+    from gankit.data import load_dataset
+    from gankit.data.batches import ImageBatches, StreamedImageBatches
+
+    data = load_dataset(f"npz:{make_npz(tmp_path / 'd.npz', n=23)}")
+    cpu = torch.device("cpu")
+    resident, streamed = ImageBatches(data, 5, cpu), StreamedImageBatches(data, 5, cpu, depth=2)
+    try:
+        for _ in range(9):  # batches of 8 over 23 images: across four epoch boundaries
+            assert torch.equal(streamed.next(8), resident.next(8))
+        for _ in range(3):  # one process's rows of each global batch
+            assert torch.equal(streamed.next(8, slice(4, 8)), resident.next(8, slice(4, 8)))
+        assert streamed.state_dict() == resident.state_dict() == {"position": 96}
+        streamed.load_state_dict({"position": 40})  # what the worker gathered ahead is dropped
+        resident.load_state_dict({"position": 40})
+        assert torch.equal(streamed.next(8), resident.next(8))
+    finally:
+        streamed.close()
+    assert streamed._worker is None
+
+
+def test_an_error_while_gathering_reaches_the_training_loop(tmp_path, monkeypatch):
+    from gankit.data import load_dataset
+    from gankit.data.batches import StreamedImageBatches
+
+    data = load_dataset(f"npz:{make_npz(tmp_path / 'd.npz', n=10)}")
+    streamed = StreamedImageBatches(data, 0, torch.device("cpu"))
+
+    def broken(epoch):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(streamed, "_permutation", broken)
+    with pytest.raises(OSError, match="the disk went away"):
+        streamed.next(4)
+    streamed.close()
+
+
+def test_a_dataset_larger_than_the_device_budget_is_streamed(tmp_path):
+    from gankit.data import load_dataset
+    from gankit.data.batches import ImageBatches, StreamedImageBatches, batches_for
+
+    data = load_dataset(f"npz:{make_npz(tmp_path / 'd.npz', n=10, size=8)}")  # 640 bytes
+    cpu = torch.device("cpu")
+    assert type(batches_for(data, 0, cpu)) is ImageBatches  # the CPU: the data is in memory already
+    assert type(batches_for(data, 0, cpu, device_bytes=640)) is ImageBatches
+    streamed = batches_for(data, 0, cpu, device_bytes=639)
+    assert type(streamed) is StreamedImageBatches
+    streamed.close()
+
+
+def test_training_from_streamed_batches_gives_the_same_weights(tmp_path, monkeypatch):
+    from gankit.data import batches as batches_module
+
+    config = TrainConfig(**tiny_images(tmp_path), k=2, batch_size=8, max_images=96, snapshot_every=10**6)
+    train(config, tmp_path / "resident")
+    real_batches_for = batches_module.batches_for
+    monkeypatch.setattr(gankit.train, "batches_for",
+                        lambda dataset, seed, device: real_batches_for(dataset, seed, device, device_bytes=0))
+    train(config, tmp_path / "streamed")
+    same_state(tmp_path / "resident", tmp_path / "streamed")
+
+
 # --- the benchmark's smoke mode -----------------------------------------------------------------
 
 def test_throughput_benchmark_quick_mode(tmp_path):
@@ -373,3 +437,19 @@ def test_cuda_graphs_recapture_after_a_rollback_and_resume_on_the_cpu(tmp_path, 
     monkeypatch.undo()
     resume(tmp_path / "run", {"max_images": 8 * 20, "device": "cpu"})  # fused CUDA state -> CPU
     assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["progress"]["images_seen"] == 160
+
+
+@cuda_only
+def test_streamed_batches_from_pinned_memory_on_cuda_are_the_resident_batches(tmp_path):
+    from gankit.data import load_dataset
+    from gankit.data.batches import ImageBatches, StreamedImageBatches
+
+    data = load_dataset(f"npz:{make_npz(tmp_path / 'd.npz', n=23)}")
+    cuda = torch.device("cuda")
+    resident, streamed = ImageBatches(data, 5, cuda), StreamedImageBatches(data, 5, cuda)
+    assert streamed.images.is_pinned()
+    try:
+        for _ in range(9):
+            assert torch.equal(streamed.next(8), resident.next(8))
+    finally:
+        streamed.close()

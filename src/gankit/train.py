@@ -33,7 +33,7 @@ import gankit
 from gankit import checkpoint, distributed, runs
 from gankit.config import RESUMABLE_CHANGES, TrainConfig, flag
 from gankit.data import ImageDataset, ToyDataset, load_dataset
-from gankit.data.batches import batches_for
+from gankit.data.batches import StreamedImageBatches, batches_for
 from gankit.devices import resolve_device
 from gankit.diagnostics import Diagnostics, Finding
 from gankit.errors import CheckpointError, ConfigError, GankitError
@@ -287,6 +287,11 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
     opt_G = _optimizer(config, G.parameters(), config.lr_g_resolved, fused=plan.fused)
     opt_D = _optimizer(config, D.parameters(), config.lr_d_resolved, fused=plan.fused)
     batches = batches_for(dataset, config.seed, device)
+    if isinstance(batches, StreamedImageBatches):
+        streamed = ("gankit: the images do not fit in half the free GPU memory: they stay in pinned host "
+                    "memory and a background thread gathers the minibatches ahead of the step")
+    else:
+        streamed = None
     noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 1)
     # The snapshot noise is fixed for the whole run, so successive grids show the same z.
     fixed_z = torch.randn(config.grid_size, config.latent_dim,
@@ -481,6 +486,8 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
     )
     if device.type == "cuda" or plan.reasons:  # on the CPU, only when something asked for is not done
         progress.message(plan.describe())
+    if streamed:
+        progress.message(streamed)
     if images_seen == 0:
         snapshot()
     # Under torchrun a stop is agreed at the next read of the statistics; a process that cannot
@@ -490,7 +497,7 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
     started = time.perf_counter()
     measured_once = False
     metrics_path = run_dir / runs.METRICS if world.main else None
-    with stop.installed(), contextlib.closing(_Reopenable(metrics_path)) as metrics_file:
+    with stop.installed(), contextlib.closing(batches), contextlib.closing(_Reopenable(metrics_path)) as metrics_file:
         while images_seen < total:
             # This iteration's minibatches, in the order the step uses them: k real batches (the
             # data order is a counter) and k + 1 noise batches, from the run's own generators.

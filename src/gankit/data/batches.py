@@ -3,9 +3,16 @@
 Images are drawn without replacement within an epoch; epoch e uses the permutation seeded by
 (seed, e), so the whole data order is one counter (images consumed) and resumes exactly.
 Toy distributions are sampled afresh from a generator whose state is checkpointed.
+
+On CUDA the images live on the GPU as uint8 when they fit (ImageBatches); a dataset larger than
+half the free GPU memory stays in pinned host memory and a background thread gathers the next
+minibatches ahead of the step (StreamedImageBatches): same data order, same checkpoint state.
 """
 
 from __future__ import annotations
+
+import queue
+import threading
 
 import torch
 
@@ -59,6 +66,93 @@ class ImageBatches:
     def load_state_dict(self, state: dict) -> None:
         self.position = int(state["position"])
 
+    def close(self) -> None:
+        """Nothing to release (StreamedImageBatches stops its thread)."""
+
+
+class StreamedImageBatches(ImageBatches):
+    """ImageBatches for a dataset that does not fit on the device: the images stay in host memory
+    (pinned on CUDA, so copies run asynchronously), and a background thread gathers the rows of
+    the next `depth` minibatches ahead of time (index_select releases the GIL). The main thread
+    only starts each copy to the device. The order, the shares and the state are ImageBatches'.
+    """
+
+    def __init__(self, dataset: ImageDataset, seed: int, device: torch.device, depth: int = 3):
+        self.dataset = dataset
+        self.device = device
+        self.pinned = device.type == "cuda"
+        self.images = dataset.images.pin_memory() if self.pinned else dataset.images  # (N, C, H, W), host
+        self.seed = seed
+        self.position = 0
+        self.depth = depth
+        self._perm_epoch = -1
+        self._perm = torch.empty(0, dtype=torch.long)
+        self._worker: threading.Thread | None = None
+        self._key: tuple | None = None  # (m, share) the worker is gathering for
+
+    def next(self, m: int, share: slice | None = None) -> torch.Tensor:
+        key = (m, None if share is None else (share.start, share.stop))
+        if self._worker is None or key != self._key:
+            self._start(m, share, key)
+        rows = self._ready.get()
+        if isinstance(rows, BaseException):
+            self._worker = None
+            raise rows
+        self.position += m
+        return self.dataset.to_float(rows.to(self.device, non_blocking=self.pinned))
+
+    def _start(self, m: int, share: slice | None, key: tuple) -> None:
+        self.close()
+        self._key = key
+        self._ready: queue.Queue = queue.Queue(maxsize=self.depth)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._gather, args=(m, share, self.position, self._stop, self._ready),
+                                        name="gankit-batches", daemon=True)
+        self._worker.start()
+
+    def _gather(self, m: int, share: slice | None, position: int, stop: threading.Event, ready: queue.Queue) -> None:
+        n = len(self.images)
+        try:
+            while not stop.is_set():
+                parts, need = [], m
+                while need > 0:
+                    epoch, offset = divmod(position, n)
+                    take = min(need, n - offset)
+                    parts.append(self._permutation(epoch)[offset:offset + take])
+                    position += take
+                    need -= take
+                index = parts[0] if len(parts) == 1 else torch.cat(parts)
+                if share is not None:
+                    index = index[share]
+                # A fresh (cached) pinned block per batch: PyTorch's pinned allocator does not hand
+                # it out again until the copy that reads it has finished.
+                rows = torch.empty((len(index), *self.images.shape[1:]), dtype=self.images.dtype,
+                                   pin_memory=self.pinned)
+                torch.index_select(self.images, 0, index, out=rows)
+                _offer(ready, rows, stop)
+        except BaseException as exc:  # handed to the training loop, which raises it
+            _offer(ready, exc, stop)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.close()  # the batches gathered ahead belong to the old position
+        super().load_state_dict(state)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._stop.set()
+            self._worker.join()
+            self._worker = None
+
+
+def _offer(ready: queue.Queue, item, stop: threading.Event) -> None:
+    """Put item in the queue, unless the consumer stops waiting for it (then close() can join)."""
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
 
 class ToyBatches:
     def __init__(self, dataset: ToyDataset, seed: int, device: torch.device):
@@ -75,9 +169,19 @@ class ToyBatches:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
+    def close(self) -> None:
+        """Nothing to release."""
 
-def batches_for(dataset: ImageDataset | ToyDataset, seed: int,
-                device: torch.device) -> ImageBatches | ToyBatches:
+
+def batches_for(dataset: ImageDataset | ToyDataset, seed: int, device: torch.device,
+                device_bytes: int | None = None) -> ImageBatches | ToyBatches:
+    """The batches of this dataset on this device. device_bytes: what the images may take on the
+    device (default: half the free GPU memory on CUDA, unlimited on the CPU)."""
     if isinstance(dataset, ToyDataset):
         return ToyBatches(dataset, seed, device)
+    if device_bytes is None and device.type == "cuda":
+        device_bytes = torch.cuda.mem_get_info(device)[0] // 2
+    size = dataset.images.numel() * dataset.images.element_size()
+    if device_bytes is not None and size > device_bytes:
+        return StreamedImageBatches(dataset, seed, device)
     return ImageBatches(dataset, seed, device)

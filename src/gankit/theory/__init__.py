@@ -6,3 +6,13 @@ numbers (results.json) that check the claims of the paper on problems with known
 - saturation: the saturating and non-saturating generator losses, as curves and in training
 - modes:      the 2-D mode-collapse benchmark (ring of 8, grid of 25), in PacGAN's table format
 """
+
+from __future__ import annotations
+
+from typing import TextIO
+
+
+def say(log: TextIO | None, text: str) -> None:
+    """A progress line of a theory command, when it has somewhere to go."""
+    if log is not None:
+        print(text, file=log, flush=True)

@@ -19,7 +19,7 @@ from gankit.errors import ConfigError
 from gankit.files import write_json
 from gankit.losses import discriminator_loss, generator_loss
 from gankit.models.mlp import MLPDiscriminator
-from gankit.theory import oned, plots
+from gankit.theory import oned, plots, say
 from gankit.theory.optimal_d import DATA_1D
 
 
@@ -75,7 +75,7 @@ def _run(out, seed, data, iterations, k, batch, lr, lr_g, d_pretrain, panel_c, e
                 "_q": q, "_d": torch.sigmoid(logits)}
 
     panels = {"a": measure(0)}
-    _say(log, f"gankit theory game: {data}, D pretrained {d_pretrain} steps, then {iterations} "
+    say(log, f"gankit theory game: {data}, D pretrained {d_pretrain} steps, then {iterations} "
               f"iterations of Algorithm 1 (k = {k}, batch {batch}, {g_loss} G loss, Adam lr {lr})")
     oned.train_discriminator(D, real, fake, d_pretrain, batch, lr, decay=False)
     panels["b"] = measure(0)
@@ -98,7 +98,7 @@ def _run(out, seed, data, iterations, k, batch, lr, lr_g, d_pretrain, panel_c, e
             if it == panel_c:
                 panels["c"] = row
             if it % (every * 20) == 0:
-                _say(log, f"  iteration {it}: V {row['value']:.4f} (-log 4 = {-oned.LOG4:.4f}), "
+                say(log, f"  iteration {it}: V {row['value']:.4f} (-log 4 = {-oned.LOG4:.4f}), "
                           f"JSD {row['jsd']:.4f}, D(x) {row['d_real']:.3f}, D(G(z)) {row['d_fake']:.3f}")
     panels["d"] = history[-1]
 
@@ -148,7 +148,7 @@ def _run(out, seed, data, iterations, k, batch, lr, lr_g, d_pretrain, panel_c, e
         "history": [public(r) for r in history],
     }
     write_json(out / "results.json", results)
-    _say(log, f"final: V {final['value']:.4f} vs -log 4 = {-oned.LOG4:.4f}; JSD {final['jsd']:.4f} "
+    say(log, f"final: V {final['value']:.4f} vs -log 4 = {-oned.LOG4:.4f}; JSD {final['jsd']:.4f} "
               f"(start {panels['a']['jsd']:.4f}); D(x) {final['d_real']:.3f}, D(G(z)) {final['d_fake']:.3f}\n"
               f"wrote {out / 'game.png'}, {out / 'game-curves.png'} and {out / 'results.json'}")
     return results
@@ -170,7 +170,3 @@ class AffineGenerator(nn.Module):
     def distribution(self):
         return oned.gaussian("G", float(self.c.detach()), abs(float(self.w.detach())))
 
-
-def _say(log: TextIO | None, text: str) -> None:
-    if log is not None:
-        print(text, file=log, flush=True)

@@ -32,7 +32,7 @@ from gankit.files import write_json
 from gankit.losses import G_LOSSES
 from gankit.metrics.toy import mode_metrics
 from gankit.sample import generate, load_generator
-from gankit.theory import plots
+from gankit.theory import plots, say
 
 DATASETS = ("ring8", "grid25")
 SAMPLES = 2500  # scored samples per run (VEEGAN, PacGAN)
@@ -71,7 +71,7 @@ def run(out: str | Path, seed: int = 0, seeds: int = 5, ks: tuple[int, ...] = (1
     out = Path(out)
     tasks = [(data, k, loss, seed + s, iterations, str(out / "runs" / f"{data}-k{k}-{short_name(loss)}-seed{seed + s}"))
              for data, k, loss, s in itertools.product(datasets, ks, g_losses, range(seeds))]
-    _say(log, f"gankit bench modes: {len(tasks)} runs ({', '.join(datasets)}; k in {list(ks)}; "
+    say(log, f"gankit bench modes: {len(tasks)} runs ({', '.join(datasets)}; k in {list(ks)}; "
               f"{', '.join(g_losses)}; {seeds} seeds; {iterations} G steps each) on {jobs} processes")
     started = time.perf_counter()
     if jobs == 1:
@@ -95,8 +95,8 @@ def run(out: str | Path, seed: int = 0, seeds: int = 5, ks: tuple[int, ...] = (1
     }
     _figure(out / "modes.png", results, datasets, ks, g_losses)
     write_json(out / "results.json", record)
-    _say(log, table(record))
-    _say(log, f"wrote {out / 'modes.png'} and {out / 'results.json'} ({record['seconds']:.0f} s)")
+    say(log, table(record))
+    say(log, f"wrote {out / 'modes.png'} and {out / 'results.json'} ({record['seconds']:.0f} s)")
     return record
 
 
@@ -169,7 +169,3 @@ def _pm(mean: float | None, std: float | None, places: int) -> str:
 def short_name(g_loss: str) -> str:
     return {"non-saturating": "ns", "saturating": "sat"}[g_loss]
 
-
-def _say(log: TextIO | None, text: str) -> None:
-    if log is not None:
-        print(text, file=log, flush=True)

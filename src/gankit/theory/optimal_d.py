@@ -17,7 +17,7 @@ from gankit.data.toy import TOY_DISTRIBUTIONS
 from gankit.errors import ConfigError
 from gankit.files import write_json
 from gankit.models.mlp import MLPDiscriminator, MLPGenerator
-from gankit.theory import oned, plots
+from gankit.theory import oned, plots, say
 
 DATA_1D = ("gauss1d", "mixture1d")
 GENERATORS = ("affine", "mlp")
@@ -88,7 +88,7 @@ def _run(out, seed, data, generator, steps, batch, d_width, lr, log) -> dict:
 
     # D trained to convergence against the frozen G.
     D = MLPDiscriminator((1,), width=d_width)
-    _say(log, f"gankit theory optimal-d: training D for {steps} steps (batch {batch} real + {batch} "
+    say(log, f"gankit theory optimal-d: training D for {steps} steps (batch {batch} real + {batch} "
               f"fake) against the frozen {generator} generator on {data}")
     losses = oned.train_discriminator(D, real, fake, steps, batch, lr)
     logits = oned.d_on_grid(D, x)
@@ -142,7 +142,7 @@ def _run(out, seed, data, generator, steps, batch, d_width, lr, log) -> dict:
     fig.suptitle(f"V(D) = {v_trained:.4f}  vs  -log 4 + 2 JSD = {c_of_g:.4f}", fontsize=10)
     plots.save(fig, out / "optimal-d.png")
     write_json(out / "results.json", results)
-    _say(log, f"max |D - D*| = {results['max_abs_error']:.4f}, mean {results['mean_abs_error']:.4f} "
+    say(log, f"max |D - D*| = {results['max_abs_error']:.4f}, mean {results['mean_abs_error']:.4f} "
               f"over [{lo:.2f}, {hi:.2f}] (99% of the mass)\n"
               f"V(trained D) = {v_trained:.5f} (Monte Carlo {v_mc:.5f}); -log 4 + 2 JSD = {c_of_g:.5f} "
               f"(JSD = {jsd:.5f}); gap {results['gap']:.2e}\n"
@@ -155,8 +155,4 @@ def _describe(toy) -> str:
     w = float(toy.weights[0])
     return parts[0] if len(parts) == 1 else " + ".join(f"{w:g} {p}" for p in parts)
 
-
-def _say(log: TextIO | None, text: str) -> None:
-    if log is not None:
-        print(text, file=log, flush=True)
 

@@ -26,7 +26,7 @@ from gankit.errors import ConfigError
 from gankit.evaluate import evaluate
 from gankit.files import write_json
 from gankit.losses import G_LOSSES, generator_loss
-from gankit.theory import plots
+from gankit.theory import plots, say
 from gankit.theory.modes import short_name, train_and_score
 from gankit.theory.oned import one_thread
 
@@ -72,7 +72,7 @@ def run(out: str | Path, seed: int = 0, seeds: int = 3, toy_iterations: int = 20
     for kind in G_LOSSES:
         for s in range(seed, seed + seeds):
             run_dir = out / "runs" / f"ring8-{short_name(kind)}-seed{s}"
-            _say(log, f"gankit theory saturation: ring8, {kind} loss, seed {s}: {toy_iterations} iterations")
+            say(log, f"gankit theory saturation: ring8, {kind} loss, seed {s}: {toy_iterations} iterations")
             with one_thread():  # small MLPs: one thread is faster, and much faster on a busy CPU
                 scored = train_and_score("ring8", 1, kind, s, toy_iterations, str(run_dir))
             record["ring8"]["runs"].append({
@@ -84,7 +84,7 @@ def run(out: str | Path, seed: int = 0, seeds: int = 3, toy_iterations: int = 20
         for kind in G_LOSSES:
             for s in range(seed, seed + seeds):
                 run_dir = out / "runs" / f"images-{short_name(kind)}-seed{s}"
-                _say(log, f"gankit theory saturation: {image_data}, {kind} loss, seed {s}: {image_images} images")
+                say(log, f"gankit theory saturation: {image_data}, {kind} loss, seed {s}: {image_images} images")
                 config = TrainConfig(data=image_data, data_dir=data_dir, seed=s, g_loss=kind,
                                      max_images=image_images, snapshot_every=image_images,
                                      checkpoint_every=image_images, **IMAGE_SETUP)
@@ -102,8 +102,8 @@ def run(out: str | Path, seed: int = 0, seeds: int = 3, toy_iterations: int = 20
     _figure(out / "saturation.png", record, first)
     write_json(out / "results.json", record)
     for line in _report(record):
-        _say(log, line)
-    _say(log, f"wrote {out / 'saturation.png'} and {out / 'results.json'}")
+        say(log, line)
+    say(log, f"wrote {out / 'saturation.png'} and {out / 'results.json'}")
     return record
 
 
@@ -174,7 +174,3 @@ def _figure(path: Path, record: dict, first: int) -> None:
         ax.legend(fontsize=7)
     plots.save(fig, path)
 
-
-def _say(log: TextIO | None, text: str) -> None:
-    if log is not None:
-        print(text, file=log, flush=True)
