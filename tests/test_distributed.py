@@ -194,3 +194,16 @@ def test_ddp_overhead_benchmark_quick_mode(tmp_path):
     assert [line.split(":")[0].strip() for line in lines[:3]] == ["plain", "ddp1", "ddp2"]
     assert all(float(line.split()[1]) > 0 for line in lines[:3])
     assert lines[-1].startswith("ratio ddp1/plain: ") and float(lines[-1].split()[-1]) > 0
+
+
+def test_divergence_is_handled_by_every_process_together(tmp_path):
+    # SGD at lr 100 diverges within a few iterations: both processes must see it at the same
+    # iteration (from the all-reduced statistics), roll back together, and give up together.
+    proc = gankit(toy(tmp_path / "run", "--optimizer", "sgd", "--lr-d", "100", "--lr-g", "100",
+                      "--max-images", "6400", "--checkpoint-every", "32", "--on-nan", "rollback"), nproc=2)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.count("Rolled back the most times allowed") == 1
+    events = [r for r in runs.read_metrics(tmp_path / "run") if r.get("event") == "rollback"]
+    assert [e["lr_d"] for e in events] == [50.0, 25.0, 12.5]
+    images = [r["images"] for r in rows(tmp_path / "run")]
+    assert images == sorted(images) and len(set(images)) == len(images), "no repeated rows after a rollback"
