@@ -190,9 +190,10 @@ def test_iteration_returns_its_statistics_as_one_device_tensor():
 
 # --- the plan -----------------------------------------------------------------------------------
 
-def test_plan_on_the_cpu_is_the_plain_loop():
+def test_plan_on_the_cpu_is_the_eager_loop_with_channels_last_convolutions():
     plan = fast_path_plan(TrainConfig(), "cpu")
-    assert (plan.fused, plan.channels_last, plan.graphs, plan.cudnn_benchmark) == (False,) * 4
+    assert (plan.fused, plan.graphs, plan.cudnn_benchmark) == (False,) * 3
+    assert plan.channels_last and not fast_path_plan(TrainConfig(**TOY), "cpu").channels_last  # DCGAN, not MLP
     assert plan.sync_every == 1 and plan.reasons == ()
     auto = fast_path_plan(TrainConfig(cuda_graphs="auto", sync_every=9), torch.device("cpu"))
     assert not auto.graphs and auto.sync_every == 9

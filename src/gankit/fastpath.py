@@ -1,11 +1,12 @@
 """How fast the training loop runs: precision, optimiser implementation, memory format, CUDA graphs.
 
 None of this changes the game being trained (Algorithm 1, the losses, the data and noise
-streams); it changes how the arithmetic is done. On the CPU the plan is the plain eager loop,
-so CPU results are what they were. On CUDA:
+streams); it changes how the arithmetic is done. On the CPU the plan is the eager loop with
+channels_last for the DCGAN pair (oneDNN's convolutions are 15-50% faster in that layout on our
+2-core machine; see docs/benchmarks.md) and the statistics read every iteration. On CUDA:
 
 - fused Adam/SGD (one kernel per step instead of one per tensor);
-- channels_last for the DCGAN pair (the layout cuDNN's tensor-core convolutions want);
+- channels_last for the DCGAN pair (the layout cuDNN's tensor-core convolutions want, as on the CPU);
 - cuDNN autotuning (the shapes never change within a run);
 - the statistics of each iteration stay on the GPU and are read every `sync_every` iterations;
 - with --cuda-graphs auto, the whole iteration (k D steps + G step) captured once as a CUDA
@@ -91,7 +92,7 @@ def fast_path_plan(config: TrainConfig, device: torch.device | str, distributed:
         reasons.append("CUDA graphs off (--cuda-graphs off; auto captures the iteration, unverified on a GPU)")
     if config.precision == "bf16" and not cuda:  # (tf32 on the CPU is plain fp32: nothing to say)
         reasons.append("bf16 autocast on a CPU without native bf16 instructions is slower than fp32")
-    return Plan(precision=config.precision, fused=fused, channels_last=cuda and config.model == "dcgan",
+    return Plan(precision=config.precision, fused=fused, channels_last=config.model == "dcgan",
                 cudnn_benchmark=cuda, graphs=graphs, sync_every=sync_every, reasons=tuple(reasons))
 
 
