@@ -37,10 +37,11 @@ from torch import nn
 
 from gankit.errors import ConfigError, GankitError
 
-# How long a collective may wait for a missing rank before it fails. Lost ranks normally fail
-# their peers much sooner: the gloo sockets close when a process exits, and torchrun stops the
-# other workers when one fails.
-TIMEOUT = datetime.timedelta(minutes=10)
+# How long a collective may wait for a rank before it fails. Long, because the other ranks wait
+# while rank 0 alone evaluates (the first evaluation may train the feature classifier, minutes on
+# a CPU). Lost ranks fail their peers much sooner: the gloo sockets close when a process exits,
+# and torchrun stops the other workers when one fails.
+TIMEOUT = datetime.timedelta(minutes=60)
 
 
 class PeerFailed(GankitError):
