@@ -207,3 +207,15 @@ def test_divergence_is_handled_by_every_process_together(tmp_path):
     assert [e["lr_d"] for e in events] == [50.0, 25.0, 12.5]
     images = [r["images"] for r in rows(tmp_path / "run")]
     assert images == sorted(images) and len(set(images)) == len(images), "no repeated rows after a rollback"
+
+
+def test_a_set_up_error_on_rank_0_stops_every_process_with_its_message(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("not a gankit run")  # an existing folder without --overwrite
+    start = time.time()
+    proc = gankit(toy(run, "--max-images", "64"), nproc=2)
+    assert proc.returncode == 1 and time.time() - start < TIMEOUT / 2
+    assert "gankit: error (process 0 of 2): " in proc.stderr and str(run) in proc.stderr
+    assert "gankit: error (process 1 of 2): another process of this run failed while checking" in proc.stderr
+    assert (run / "notes.txt").read_text() == "not a gankit run"  # nothing of the user's was touched
