@@ -118,7 +118,7 @@ def _lost_peer(world: World) -> Iterator[None]:
     try:
         yield
     except RuntimeError as exc:  # DistBackendError, gloo's "Connection closed by peer", ...
-        raise PeerFailed(_lost_peer_message(world, exc)) from exc
+        raise PeerFailed(_lost_peer_message(exc)) from exc
 
 
 # What a collective says when a peer is gone (gloo, NCCL, the TCP store), for the collectives
@@ -132,7 +132,7 @@ def _from_a_lost_peer(exc: RuntimeError) -> bool:
     return (error_class is not None and isinstance(exc, error_class)) or any(m in str(exc) for m in _LOST_PEER)
 
 
-def _lost_peer_message(world: World, exc: BaseException) -> str:
+def _lost_peer_message(exc: BaseException) -> str:
     return (f"lost contact with the rest of the run ({' '.join(str(exc).split())[:160]}): another "
             "process stopped, see its error above")
 
@@ -168,7 +168,7 @@ def initialised(device: torch.device) -> Iterator[World]:
     except RuntimeError as exc:
         if not _from_a_lost_peer(exc):
             raise
-        raise PeerFailed(_lost_peer_message(world, exc)) from exc
+        raise PeerFailed(_lost_peer_message(exc)) from exc
     finally:
         if ours and dist.is_initialized():
             dist.destroy_process_group()
