@@ -171,7 +171,8 @@ def test_sigterm_stops_every_process_at_one_checkpoint_and_the_run_resumes(tmp_p
     cmd = [sys.executable, "-m", "gankit", *toy(run, "--max-images", "10000000"), "--nproc", "2"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + TIMEOUT
-    while not ((run / "metrics.jsonl").exists() and len(runs.read_metrics(run)) >= 5):
+    # (complete lines only: the file is being written while we look)
+    while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count("\n") >= 5):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
         time.sleep(0.2)
     proc.send_signal(15)  # to gankit's launcher, which passes it to torchrun and its workers
