@@ -63,25 +63,22 @@ def score(G: torch.nn.Module, config: TrainConfig, n_samples: int | None = None,
         raise GankitError(f"--n-samples must be at least 2, got {n_samples}")
     toy = config.data.startswith("toy:")
     samples = generate(G, n_samples or (TOY_SAMPLES if toy else IMAGE_SAMPLES), seed, config.latent_dim)
-    return score_samples(samples, config, features, split, seed, data_dir, kid_subsets, kid_subset_size,
-                         inception_weights, log)
+    return score_samples(samples, config, seed=seed, features=features, split=split, data_dir=data_dir,
+                         kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+                         inception_weights=inception_weights, log=log)
 
 
-def score_samples(samples: torch.Tensor, config: TrainConfig, features: str = "classifier",
-                  split: str = "test", seed: int = 0, data_dir: str | None = None,
-                  kid_subsets: int = 100, kid_subset_size: int = 1000,
-                  inception_weights: str | None = None, log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
-    """(metrics, protocol) for a generator's output (float, as `generate` gives it)."""
+def score_samples(samples: torch.Tensor, config: TrainConfig, seed: int = 0,
+                  **image_options) -> tuple[dict[str, float], dict[str, Any]]:
+    """(metrics, protocol) for a generator's output (float, as `generate` gives it): the toy
+    metrics, or score_images (which takes image_options: features, split, ...) on images."""
     if config.data.startswith("toy:"):
         toy = load_dataset(config.data).distribution
         metrics = mode_metrics(samples, toy) if toy.dim == 2 else {"jsd": jsd_1d(samples, toy)}
         return metrics, {
             "metric": "modes/high_quality/reverse_kl (VEEGAN, PacGAN)" if toy.dim == 2 else "jsd_1d (nats)",
             "n_samples": len(samples), "seed": seed}
-
-    fake = _quantise(samples)  # (N, C, H, W) uint8
-    return score_images(fake, config, features, split, seed, data_dir, kid_subsets, kid_subset_size,
-                        inception_weights, log)
+    return score_images(_quantise(samples), config, seed=seed, **image_options)  # (N, C, H, W) uint8
 
 
 def score_images(fake: torch.Tensor, config: TrainConfig, features: str = "classifier",
