@@ -287,11 +287,6 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
     opt_G = _optimizer(config, G.parameters(), config.lr_g_resolved, fused=plan.fused)
     opt_D = _optimizer(config, D.parameters(), config.lr_d_resolved, fused=plan.fused)
     batches = batches_for(dataset, config.seed, device)
-    if isinstance(batches, StreamedImageBatches):
-        streamed = ("gankit: the images do not fit in half the free GPU memory: they stay in pinned host "
-                    "memory and a background thread gathers the minibatches ahead of the step")
-    else:
-        streamed = None
     noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 1)
     # The snapshot noise is fixed for the whole run, so successive grids show the same z.
     fixed_z = torch.randn(config.grid_size, config.latent_dim,
@@ -486,8 +481,9 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
     )
     if device.type == "cuda" or plan.reasons:  # on the CPU, only when something asked for is not done
         progress.message(plan.describe())
-    if streamed:
-        progress.message(streamed)
+    if isinstance(batches, StreamedImageBatches):
+        progress.message("gankit: the images do not fit in half the free GPU memory: they stay in pinned host "
+                         "memory and a background thread gathers the minibatches ahead of the step")
     if images_seen == 0:
         snapshot()
     # Under torchrun a stop is agreed at the next read of the statistics; a process that cannot
