@@ -143,7 +143,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if distributed.launched_by_torchrun():
             raise GankitError("--nproc starts torchrun itself; under torchrun, give torchrun "
                               "--nproc_per_node instead")
-        return _launch(distributed.torchrun_command(args.nproc, args.argv))
+        return _launch(distributed.torchrun_command(args.nproc, args.argv), args.nproc)
 
     values = {k: v for k, v in vars(args).items()
               if k in TrainConfig.__dataclass_fields__}
@@ -162,11 +162,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch(command: list[str]) -> int:
-    """Run torchrun and wait for it. Ctrl-C reaches its workers straight from the terminal (each
-    saves a checkpoint and stops), so here it only waits; a SIGTERM is passed on."""
+def _launch(command: list[str], nproc: int) -> int:
+    """Run torchrun (with nproc workers) and wait for it. Ctrl-C reaches its workers straight from
+    the terminal (each saves a checkpoint and stops), so here it only waits; a SIGTERM is passed on."""
     env = dict(os.environ)
-    nproc = int(next(a for a in command if a.startswith("--nproc_per_node=")).split("=")[1])
     # torchrun sets 1 thread per worker when unset (and says so); the CPU cores shared out is better.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     proc = subprocess.Popen(command, env=env)

@@ -87,17 +87,7 @@ class TrainResult:
 def train(config: TrainConfig, run_dir: str | Path, *, overwrite: bool = False,
           stream: TextIO | None = None) -> TrainResult:
     """Start a new run in run_dir and train it to config's length."""
-    run_dir = Path(run_dir)
-    device = resolve_device(config.device)
-    with distributed.initialised(device) as world:
-        with world.together("checking the data and the run folder"):
-            distributed.check_batch(world, config.batch_size)
-            dataset = _load_data(config)
-            if world.main:
-                runs.prepare_new(run_dir, overwrite=overwrite)
-        plan = fast_path_plan(config, world.device, distributed=world.launched)
-        with _disk_errors(run_dir), precision_flags(plan, world.device):
-            return _run(config, plan, run_dir, dataset, world, record=None, stream=stream)
+    return _start(config, Path(run_dir), record=None, stream=stream, overwrite=overwrite)
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *,
@@ -109,11 +99,20 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *,
     path = checkpoint.resolve(run_dir)
     record = checkpoint.load(path)
     config = resumed_config(checkpoint.config_of(record, path), overrides or {})
+    return _start(config, run_dir, record=record, stream=stream)
+
+
+def _start(config: TrainConfig, run_dir: Path, record: dict | None, stream: TextIO | None,
+           overwrite: bool = False) -> TrainResult:
+    """The processes of the run (one, or torchrun's), its data and speed plan; then _run. A new
+    run (record None) gets its folder prepared by rank 0."""
     device = resolve_device(config.device)
     with distributed.initialised(device) as world:
-        with world.together("checking the data"):
+        with world.together("checking the data" + (" and the run folder" if record is None else "")):
             distributed.check_batch(world, config.batch_size)
             dataset = _load_data(config)
+            if record is None and world.main:
+                runs.prepare_new(run_dir, overwrite=overwrite)
         plan = fast_path_plan(config, world.device, distributed=world.launched)
         with _disk_errors(run_dir), precision_flags(plan, world.device):
             return _run(config, plan, run_dir, dataset, world, record=record, stream=stream)

@@ -47,18 +47,22 @@ class ImageBatches:
     def next(self, m: int, share: slice | None = None) -> torch.Tensor:
         """The next m images as float (m, C, H, W) in [-1, 1]; crosses epoch boundaries. With
         `share`, only those rows of the m (one process's part of a global minibatch)."""
+        index = self._index(self.position, m, share)
+        self.position += m
+        return self.dataset.to_float(self.images[index])
+
+    def _index(self, position: int, m: int, share: slice | None) -> torch.Tensor:
+        """Dataset indices of the m images from `position` on (the `share` rows of them)."""
         n = len(self.images)
         parts, need = [], m
         while need > 0:
-            epoch, offset = divmod(self.position, n)
+            epoch, offset = divmod(position, n)
             take = min(need, n - offset)
             parts.append(self._permutation(epoch)[offset:offset + take])
-            self.position += take
+            position += take
             need -= take
         index = parts[0] if len(parts) == 1 else torch.cat(parts)
-        if share is not None:
-            index = index[share]
-        return self.dataset.to_float(self.images[index])
+        return index if share is None else index[share]
 
     def state_dict(self) -> dict:
         return {"position": self.position}
@@ -111,19 +115,10 @@ class StreamedImageBatches(ImageBatches):
         self._worker.start()
 
     def _gather(self, m: int, share: slice | None, position: int, stop: threading.Event, ready: queue.Queue) -> None:
-        n = len(self.images)
         try:
             while not stop.is_set():
-                parts, need = [], m
-                while need > 0:
-                    epoch, offset = divmod(position, n)
-                    take = min(need, n - offset)
-                    parts.append(self._permutation(epoch)[offset:offset + take])
-                    position += take
-                    need -= take
-                index = parts[0] if len(parts) == 1 else torch.cat(parts)
-                if share is not None:
-                    index = index[share]
+                index = self._index(position, m, share)
+                position += m
                 # A fresh (cached) pinned block per batch: PyTorch's pinned allocator does not hand
                 # it out again until the copy that reads it has finished.
                 rows = torch.empty((len(index), *self.images.shape[1:]), dtype=self.images.dtype,
