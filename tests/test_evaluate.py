@@ -120,6 +120,15 @@ def test_eval_during_training_keeps_the_best_checkpoint(tmp_path, offline_cache)
                  "--device", "cpu", "--out", str(run)]) == 0
     evals = [r for r in runs.read_metrics(run) if r.get("event") == "eval"]
     assert [e["images"] for e in evals] == [32, 64, 96]
+    # Each evaluation says when it began on the iteration rows' clock and how long it took, so
+    # time to a given FID can be read with or without the evaluations' own time.
+    rows = {r["images"]: r["time"] for r in runs.read_metrics(run) if "iteration" in r}
+    for e in evals:
+        assert e["seconds"] > 0
+        assert rows[e["images"]] <= e["time"]  # after the iteration it evaluates
+        if e["images"] + 16 in rows:  # before the next one was queued
+            assert e["time"] + e["seconds"] <= rows[e["images"] + 16]
+    assert all(a["time"] + a["seconds"] <= b["time"] for a, b in zip(evals, evals[1:], strict=False))
     best = checkpoint.load(run / "checkpoints" / "best.pt")
     assert best["progress"]["best_fid"] == min(e["fid"] for e in evals)
     best_at = min(evals, key=lambda e: e["fid"])["images"]

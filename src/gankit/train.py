@@ -356,8 +356,11 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
         return path
 
     def evaluate_now() -> None:
-        """The cheap protocol during training; keeps best.pt by FID."""
+        """The cheap protocol during training; keeps best.pt by FID. Its row says when it began
+        (the iteration rows' clock) and how long it took, so that time to a given FID can be
+        read off metrics.jsonl with or without the evaluations' own time."""
         nonlocal best_fid
+        began = time.perf_counter()
         G.eval()  # every process generates its share of the samples; rank 0 scores them all
         mine = generate(G, config.eval_samples, config.seed, config.latent_dim, part=(world.rank, world.size))
         G.train()
@@ -365,15 +368,17 @@ def _run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDataset |
         if not world.main:
             return
         metrics, _ = score_samples(interleave(parts), config, seed=config.seed, log=progress.stream)
-        row = {"event": "eval", "images": images_seen, **metrics}
+        row = {"event": "eval", "images": images_seen, "time": round(began - started, 3), **metrics}
         metrics.pop("n_samples", None)
         text = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         if "fid" in metrics and (best_fid is None or metrics["fid"] < best_fid):
             best_fid = metrics["fid"]
             save_checkpoint(run_dir / runs.CHECKPOINTS / checkpoint.BEST)
             text += " (best so far: saved checkpoints/best.pt)"
+        row["seconds"] = round(time.perf_counter() - began, 3)
         metrics_file.file.write(json.dumps(row) + "\n")
-        progress.message(f"gankit: eval at {images_seen} images ({config.eval_samples} samples): {text}")
+        progress.message(f"gankit: eval at {images_seen} images ({config.eval_samples} samples, "
+                         f"{row['seconds']:.1f} s): {text}")
 
     diagnostics = Diagnostics(g_loss=config.g_loss)
 

@@ -1,0 +1,110 @@
+"""Quality parity: does a faster way of doing the arithmetic train the same model? FID of two
+`gankit train` settings after the same number of images, over several seeds.
+
+    python benchmarks/parity.py --device cuda --seeds 0,1,2,3 --max-images 600000 \\
+        --a "--precision fp32 --cuda-graphs off" --b "--precision bf16 --cuda-graphs auto"
+    python benchmarks/parity.py --device cpu --common "--data fashion-mnist --g-width 8 --d-width 8" \\
+        --max-images 2048 --eval-samples 500 --seeds 0,1      # a smoke run; the figures mean little
+
+Every run is `gankit train COMMON A|B --seed S --max-images N --eval-every N --eval-samples E`:
+the same model, data, seed and length, one after another on one machine; its FID is the
+evaluation at the end (gankit's protocol during training: classifier features for
+Fashion-MNIST, E samples against the test split). Per setting: mean and standard deviation over
+the seeds. The difference of the means is compared with its standard error, sqrt(sd_a^2/n +
+sd_b^2/n): within about two standard errors, the two settings are not distinguishable from seed
+noise with this many seeds (which says nothing about smaller differences). The last line is
+`parity: mean FID A X, B Y, difference D = Z standard errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_COMMON = "--data fashion-mnist --model dcgan --image-size 64 --batch-size 128"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--a", default="--precision fp32 --cuda-graphs off", help="setting A's flags")
+    parser.add_argument("--b", default="--precision bf16 --cuda-graphs auto", help="setting B's flags")
+    parser.add_argument("--common", default=DEFAULT_COMMON, help=f"flags of every run (default: {DEFAULT_COMMON!r})")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (at least 2)")
+    parser.add_argument("--max-images", type=int, default=600_000, help="images each run trains on")
+    parser.add_argument("--eval-samples", type=int, default=10_000, help="samples for each FID")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "parity", help="folder for the runs")
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be integers separated by commas, got {args.seeds!r}")
+    if len(set(seeds)) < 2:
+        parser.error("--seeds: give at least two different seeds; one cannot show seed noise")
+    if args.max_images < 1 or args.eval_samples < 2:
+        parser.error("--max-images must be positive and --eval-samples at least 2")
+    settings = {"A": shlex.split(args.a), "B": shlex.split(args.b)}
+    forbidden = {"--seed", "--max-images", "--epochs", "--eval-every", "--eval-samples", "--out", "--resume"}
+    for name, flags in [("--a", settings["A"]), ("--b", settings["B"]), ("--common", shlex.split(args.common))]:
+        clash = forbidden.intersection(f.split("=")[0] for f in flags)
+        if clash:
+            parser.error(f"{name} may not set {', '.join(sorted(clash))}: this script sets them for every run")
+
+    print(f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; every run: gankit train {args.common} --device {args.device} "
+          f"--max-images {args.max_images} --eval-samples {args.eval_samples}; seeds {seeds}")
+    fids: dict[str, list[float]] = {"A": [], "B": []}
+    record = []
+    for seed in seeds:
+        for name, flags in settings.items():  # alternating, so a drift of the machine hits both alike
+            run_dir = args.out / f"{name}-seed{seed}"
+            t0 = time.monotonic()
+            final = run(args, flags, seed, run_dir)
+            wall = time.monotonic() - t0
+            fids[name].append(final["fid"])
+            record.append({"setting": name, "flags": flags, "seed": seed, "wall": wall, **final})
+            print(f"# {name} seed {seed}: FID {final['fid']:.2f} ({wall:.0f} s)", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "parity.json").write_text(json.dumps(record, indent=1))
+
+    print("| setting | flags | FID per seed | mean | sd |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, flags in settings.items():
+        values = fids[name]
+        print(f"| {name} | `{' '.join(flags) or '(none)'}` | {', '.join(f'{v:.2f}' for v in values)} | "
+              f"{statistics.mean(values):.2f} | {statistics.stdev(values):.2f} |")
+    mean_a, mean_b = statistics.mean(fids["A"]), statistics.mean(fids["B"])
+    se = math.sqrt(statistics.variance(fids["A"]) / len(seeds) + statistics.variance(fids["B"]) / len(seeds))
+    diff = mean_b - mean_a
+    ratio = abs(diff) / se if se > 0 else (0.0 if diff == 0 else math.inf)
+    print(f"parity: mean FID A {mean_a:.2f}, B {mean_b:.2f}, difference {diff:+.2f} = {ratio:.1f} standard errors")
+    return 0
+
+
+def run(args, flags: list[str], seed: int, run_dir: Path) -> dict:
+    """Train one run and return its final evaluation row."""
+    cmd = [sys.executable, "-m", "gankit", "train", *shlex.split(args.common), *flags, "--device", args.device,
+           "--seed", str(seed), "--max-images", str(args.max_images), "--eval-every", str(args.max_images),
+           "--eval-samples", str(args.eval_samples), "--out", str(run_dir), "--overwrite"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"this run failed (exit {proc.returncode}):\n  {shlex.join(cmd)}\n{tail}")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r for r in rows if r.get("event") == "eval" and r["images"] >= args.max_images]
+    if not evals or "fid" not in evals[-1]:
+        raise SystemExit(f"{run_dir}: no FID at the end of the run (is --data an image dataset with features?)")
+    return {"images": evals[-1]["images"], "fid": evals[-1]["fid"], "seconds_eval": evals[-1].get("seconds")}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
