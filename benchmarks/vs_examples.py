@@ -391,12 +391,17 @@ def _versions(python: str) -> str:
 
 
 def _commit(checkout: Path) -> str:
-    """The example's commit: of its git checkout, or from the COMMIT file of benchmarks/gpu_bundle.sh."""
-    proc = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
-    if proc.returncode == 0:
-        return f"pytorch/examples {proc.stdout.strip()[:12]}"
+    """The example's commit: from the COMMIT file of benchmarks/gpu_bundle.sh, or of its own git
+    checkout (not of a repository that merely contains the folder, such as this one)."""
     stamp = checkout / "COMMIT"
-    return f"pytorch/examples {stamp.read_text().strip()[:12]}" if stamp.is_file() else f"pytorch/examples at {checkout}"
+    if stamp.is_file():
+        return f"pytorch/examples {stamp.read_text().strip()[:12]}"
+    proc = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--show-toplevel", "HEAD"],
+                          capture_output=True, text=True)
+    lines = proc.stdout.split()
+    if proc.returncode == 0 and len(lines) == 2 and Path(lines[0]).resolve() == checkout.resolve():
+        return f"pytorch/examples {lines[1][:12]}"
+    return f"pytorch/examples at {checkout} (commit unknown)"
 
 
 if __name__ == "__main__":

@@ -58,6 +58,30 @@ def test_classifier_key_changes_with_the_data(tmp_path, offline_cache):
     assert classifier.cache_key("mnist", images, labels) != classifier.cache_key("mnist", other, labels)
 
 
+def test_reference_features_of_a_split_are_shared_by_every_training_size(tmp_path, offline_cache):
+    from gankit.config import TrainConfig
+    from gankit.evaluate import score_images
+
+    data = halves(tmp_path / "d", n_train=64, n_test=32)
+    fake = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    stats = tmp_path / "cache" / "gankit" / "stats"
+    results = []
+    for size in (None, 28, 64):  # the split is the same stored 28x28 images for all three runs
+        config = TrainConfig(data="mnist", data_dir=str(data), image_size=size)
+        results.append(score_images(fake, config, kid_subsets=2, kid_subset_size=4)[0]["fid"])
+        assert len(list(stats.glob("*.pt"))) == 1
+    assert results[0] == results[1] == results[2]
+    # another split is another reference set
+    score_images(fake, TrainConfig(data="mnist", data_dir=str(data)), split="train", kid_subsets=2, kid_subset_size=4)
+    assert len(list(stats.glob("*.pt"))) == 2
+    # so is another test split under the same name, with the same training split (and so the
+    # same cached classifier): the cache is keyed by the split's bytes, not its name
+    other = halves(tmp_path / "d2", n_train=64, n_test=31)
+    assert np.array_equal(mnist.load_split("mnist", "train", other)[0], mnist.load_split("mnist", "train", data)[0])
+    score_images(fake, TrainConfig(data="mnist", data_dir=str(other)), kid_subsets=2, kid_subset_size=4)
+    assert len(list(stats.glob("*.pt"))) == 3
+
+
 def test_preprocessing_round_trips_real_images():
     real = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
     assert torch.equal(_classifier_input(_quantise(real.float() / 127.5 - 1)), real)

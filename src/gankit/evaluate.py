@@ -158,14 +158,24 @@ def _reference_images(config: TrainConfig, split: str, data_dir: str | None) -> 
 
 def _reference_features(config: TrainConfig, split: str, data_dir: str | None, model, extract,
                         extractor: dict) -> tuple[torch.Tensor, int]:
-    """Features of the whole reference set, cached under a key of data, split and extractor."""
-    key = hashlib.sha256(json.dumps([config.data, split, config.image_size, config.channels,
+    """Features of the whole reference set, cached under a key of data, split and extractor.
+    A (Fashion-)MNIST split is keyed by its bytes (two folders may hold different files under
+    one name; it is the stored 28x28 images whatever size the run trained at); folder/array
+    data by its path and the size and channels the run trained at."""
+    images = None
+    if _has_splits(config):
+        images = _reference_images(config, split, data_dir)
+        identity = [hashlib.sha256(images.numpy().tobytes()).hexdigest()]
+    else:
+        identity = [config.image_size, config.channels]
+    key = hashlib.sha256(json.dumps([config.data, split, *identity,
                                      extractor["weights_sha256"]]).encode()).hexdigest()[:16]
     path = cache_dir("stats") / f"{extractor['name'].split()[0]}-{key}.pt"
     if path.is_file():
         features = checkpoint.load_plain(path)["features"]
         return features, len(features)
-    images = _reference_images(config, split, data_dir)
+    if images is None:
+        images = _reference_images(config, split, data_dir)
     if extractor["name"] == "classifier":
         images = _classifier_input(images)
     features = extract(model, images)
