@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
              example.wall, example.steady(args.batch_size, per_epoch if full else args.warmup)),
             ("gankit train", " ".join(["defaults"] if not args.gankit_args else shlex.split(args.gankit_args)),
              ours.wall, ours.steady(warm_images))]
-    print("| program | settings | wall s (launch to exit) | images/s (steady) |")
+    print("| program | settings | wall s (launch to exit; --iterations: example to its last iteration) | images/s (steady) |")
     print("| --- | --- | --- | --- |")
     for name, settings, wall, rate in rows:
         print(f"| {name} | {settings} | {wall:.1f} | {rate:,.{1 if rate < 100 else 0}f} |")
