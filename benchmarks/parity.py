@@ -30,6 +30,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing gankit
+
+from gankit import runs  # noqa: E402
+
 DEFAULT_COMMON = "--data fashion-mnist --model dcgan --image-size 64 --batch-size 128"
 
 
@@ -99,8 +103,7 @@ def run(args, flags: list[str], seed: int, run_dir: Path) -> dict:
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise SystemExit(f"this run failed (exit {proc.returncode}):\n  {shlex.join(cmd)}\n{tail}")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    evals = [r for r in rows if r.get("event") == "eval" and r["images"] >= args.max_images]
+    evals = [r for r in runs.read_metrics(run_dir) if r.get("event") == "eval" and r["images"] >= args.max_images]
     if not evals or "fid" not in evals[-1]:
         raise SystemExit(f"{run_dir}: no FID at the end of the run (is --data an image dataset with features?)")
     return {"images": evals[-1]["images"], "fid": evals[-1]["fid"], "seconds_eval": evals[-1].get("seconds")}

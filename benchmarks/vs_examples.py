@@ -287,8 +287,7 @@ def score_example(args, config, epochs: list[int]) -> dict[int, float]:
     fids = {}
     for epoch in epochs:
         G = example_generator(args.out / "example" / f"netG_epoch_{epoch - 1}.pth").to(device)
-        metrics, _ = score(G, config, n_samples=args.fid_samples, seed=config.seed, data_dir=config.data_dir,
-                           log=io.StringIO())
+        metrics, _ = score(G, config, n_samples=args.fid_samples, seed=config.seed, log=io.StringIO())
         fids[epoch] = metrics["fid"]
         print(f"# example after {epoch} epochs: FID {metrics['fid']:.2f}", flush=True)
     return fids
