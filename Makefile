@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.gankit-installed
 DEMO_ARGS ?= --data fashion-mnist --model dcgan --g-width 32 --d-width 32 --batch-size 64 --max-images 192000 --snapshot-every 32000 --checkpoint-every 32000
 
-.PHONY: demo test data venv clean
+.PHONY: demo test test-fast data venv clean
 
 venv: $(STAMP)
 
@@ -23,24 +23,37 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps torch-fidelity==0.4.0
 	touch $(STAMP)
 
-# Fashion-MNIST: Debian's dataset-fashion-mnist where apt-get can install it, else the official
-# mirrors (SHA-256 checked) through `gankit data fetch`.
-data: $(STAMP)
-	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+# Debian's dataset-fashion-mnist, installed where apt-get can (as root, when it is missing);
+# $(1): the command run when it cannot be installed. `make data` and `make test` both use it.
+apt_fashion_mnist = if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "installing Debian's dataset-fashion-mnist"; \
 		apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } || \
-		echo "apt-get could not install dataset-fashion-mnist; trying the download mirrors"; \
+		$(1); \
 	fi
+
+# Fashion-MNIST: Debian's dataset-fashion-mnist where apt-get can install it, else the official
+# mirrors (SHA-256 checked) through `gankit data fetch`.
+data: $(STAMP)
+	@$(call apt_fashion_mnist,echo "apt-get could not install dataset-fashion-mnist; trying the download mirrors")
 	$(BIN)/gankit data fetch fashion-mnist
 
 demo: data
 	$(BIN)/gankit train $(DEMO_ARGS) --out runs/demo --overwrite
 	$(BIN)/gankit sample runs/demo -n 64 --out runs/demo/final-samples.png
 
+# The real-data test (tests/test_data.py) needs Debian's Fashion-MNIST: installed as for `make
+# data` where that is possible; without root or apt-get the suite runs on and that test skips.
 test: $(STAMP)
+	@$(call apt_fashion_mnist,true)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# The inner loop of development: everything but the tests marked slow (torchrun jobs, the SIGKILL
+# loop, fuzzing, training runs of more than a few seconds), under 90 s on a 2-core CPU.
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs

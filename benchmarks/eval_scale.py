@@ -15,7 +15,7 @@ import torch
 
 from gankit.config import TrainConfig
 from gankit.data.mnist import load_split
-from gankit.evaluate import IMAGE_SAMPLES, score, score_images
+from gankit.evaluate import IMAGE_SAMPLES, EvalProtocol, score, score_images
 from gankit.models import build_models
 from gankit.sample import load_generator
 
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist")
     args = parser.parse_args()
     config = TrainConfig(data=args.data)
+    protocol = EvalProtocol(n_samples=args.n_samples)
     rows = []
 
     # (a) real vs real: n images of the training split against the test split
@@ -34,18 +35,18 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(train_images), generator=g)[: args.n_samples]
     real = torch.from_numpy(train_images).unsqueeze(1)[pick]
-    rows.append((f"{args.data} training split ({len(real)} images)", *_timed(score_images, real, config)))
+    rows.append((f"{args.data} training split ({len(real)} images)", *_timed(score_images, real, config, protocol)))
 
     # (b) an untrained generator: DCGAN at its N(0, 0.02) initialisation
     torch.manual_seed(0)
     G, _ = build_models(config, (1, 28, 28))
-    rows.append(("untrained DCGAN generator", *_timed(score, G.eval(), config, args.n_samples)))
+    rows.append(("untrained DCGAN generator", *_timed(score, G.eval(), config, protocol)))
 
     # (c), (d), ...: trained runs
     for run in args.runs:
         G, info = load_generator(run, "cpu")
-        rows.append((f"{run} ({_images_seen(info['path'])} images)",
-                     *_timed(score, G, info["config"], args.n_samples)))
+        rows.append((f"{run} ({info['progress']['images_seen']} images)",
+                     *_timed(score, G, info["config"], protocol)))
 
     print("| samples | FID | KID | precision | recall | density | coverage | eval time |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -59,12 +60,6 @@ def _timed(fn, *args):
     start = time.perf_counter()
     result = fn(*args)
     return result, time.perf_counter() - start
-
-
-def _images_seen(path) -> int:
-    from gankit import checkpoint
-
-    return checkpoint.load(path)["progress"]["images_seen"]
 
 
 if __name__ == "__main__":

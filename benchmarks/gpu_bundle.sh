@@ -6,7 +6,9 @@
 #
 #   bash benchmarks/gpu_bundle.sh [EXAMPLES_CHECKOUT]    # default: build/pytorch-examples
 #
-# There, from the repository root (docs/benchmarks.md lists the commands):
+# There, from the repository root, with build/gpu carried, the first command is
+#   bash benchmarks/gpu_check.sh        # every GPU check, within 540 s; summary in $OUT/gpu_check/
+# which sets the variables below itself; for the other commands of docs/benchmarks.md:
 #   export GANKIT_DATA=$PWD/build/gpu/fashion-mnist XDG_CACHE_HOME=$PWD/build/gpu/cache PYTHONPATH=$PWD/src
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,6 +3,8 @@
     python benchmarks/throughput.py [--device cpu|cuda] [--batch-size 128] [--precision tf32]
                                     [--iterations N] [--warmup W] [--workers 2] [--data fashion-mnist]
     python benchmarks/throughput.py --quick --data npz:fake.npz --batch-size 8   # smoke test (CI)
+    python benchmarks/throughput.py --device cuda --settings tf32,tf32+graphs,bf16,bf16+graphs
+                                    # the classic loop once, gankit in each setting
 
 Model: the DCGAN of pytorch/examples at 64x64 (ngf = ndf = 64, nz = 100, the data's channels:
 1 for Fashion-MNIST), which is gankit's `--model dcgan --image-size 64`. Data: the same images
@@ -24,7 +26,10 @@ for both, upsampled to 64x64.
   weights saved at each epoch's end; cudnn.benchmark on, PyTorch's default precision.
   Steady-state images/s: wall time over the iterations after the warm-up.
 
-Prints a table, then as its last line `ratio gankit/classic: X.XX` (steady-state images/s).
+Prints a table, then as its last line `ratio gankit/classic: X.XX` (steady-state images/s). With
+--settings, one gankit row per setting (PRECISION, or PRECISION+graphs for --cuda-graphs auto) and
+one `ratio gankit/classic, SETTING: X.XX` line each; the last line is then the first setting's.
+A CUDA-graph row says whether the graph was captured and replayed or the run fell back to eager.
 """
 
 from __future__ import annotations
@@ -68,9 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="classic loop's DataLoader workers (example: 2)")
     parser.add_argument("--data", default="fashion-mnist", help="gankit --data name (fashion-mnist, npz:PATH, ...)")
     parser.add_argument("--data-dir", help="folder holding the IDX files")
+    parser.add_argument("--settings",
+                        help="several gankit settings against one classic run, e.g. tf32,tf32+graphs,bf16+graphs "
+                             "(instead of --precision and --cuda-graphs)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 1 warm-up and 2 timed iterations each; the figures mean nothing")
     args = parser.parse_args(argv)
+    settings = [(args.precision, args.cuda_graphs)]
+    if args.settings:
+        settings = []
+        for name in args.settings.split(","):
+            precision, _, graphs = name.strip().partition("+")
+            if precision not in PRECISIONS or graphs not in ("", "graphs"):
+                parser.error(f"--settings: {name!r} is not PRECISION or PRECISION+graphs "
+                             f"(PRECISION one of {', '.join(PRECISIONS)})")
+            settings.append((precision, "auto" if graphs else "off"))
     if args.batch_size < 1:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -104,16 +121,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{warmup} warm-up + {iterations} timed iterations each")
     with tempfile.TemporaryDirectory() as tmp:
         classic = run_classic(native.images, args.batch_size, args.workers, device, warmup, iterations, Path(tmp))
-        ours = run_gankit(config, warmup, iterations, Path(tmp) / "run")
-    rows = [("classic (pytorch/examples dcgan)", f"fp32 defaults, {args.workers} workers", classic),
-            ("gankit train", ours.pop("settings"), ours)]
+        ours = [run_gankit(TrainConfig(**{**config.to_dict(), "precision": precision, "cuda_graphs": graphs}),
+                           warmup, iterations, Path(tmp) / "run") for precision, graphs in settings]
+    rows = [("classic (pytorch/examples dcgan)", f"fp32 defaults, {args.workers} workers", classic)]
+    rows += [("gankit train", r.pop("settings"), r) for r in ours]
     print("| loop | settings | images/s (steady) | timed iterations | wall s (whole run) |")
     print("| --- | --- | --- | --- | --- |")
-    for name, settings, r in rows:
-        print(f"| {name} | {settings} | {r['rate']:,.1f} | {r['iterations']} | {r['wall']:.1f} |")
+    for name, text, r in rows:
+        print(f"| {name} | {text} | {r['rate']:,.1f} | {r['iterations']} | {r['wall']:.1f} |")
     if args.quick:
         print("# --quick: a smoke test of both loops; these figures are not measurements")
-    print(f"ratio gankit/classic: {ours['rate'] / classic['rate']:.2f}")
+    if args.settings:
+        for (precision, graphs), r in zip(settings, ours, strict=True):
+            name = precision + ("+graphs" if graphs == "auto" else "")
+            print(f"ratio gankit/classic, {name}: {r['rate'] / classic['rate']:.2f}")
+    print(f"ratio gankit/classic: {ours[0]['rate'] / classic['rate']:.2f}")
     return 0
 
 
@@ -137,14 +159,27 @@ def run_gankit(config: TrainConfig, warmup: int, iterations: int, run_dir: Path)
     t0 = time.perf_counter()
     train(config, run_dir, overwrite=True, stream=io.StringIO())
     wall = time.perf_counter() - t0
-    rows = {r["iteration"]: r for r in runs.read_metrics(run_dir) if "event" not in r}
+    records = runs.read_metrics(run_dir)
+    rows = {r["iteration"]: r for r in records if "event" not in r}
     start, end = rows[warmup], rows[warmup + iterations]
     rate = (end["images"] - start["images"]) / max(end["time"] - start["time"], 1e-9)
     settings = (f"{plan.precision}, " + ("fused, " if plan.fused else "")
                 + ("channels_last, " if plan.channels_last else "")
-                + ("CUDA graph, " if plan.graphs else "") + f"sync every {plan.sync_every}"
+                + (_graph_used(records) if plan.graphs else "")
+                + ("no CUDA graph on this device, " if config.cuda_graphs == "auto" and not plan.graphs else "")
+                + f"sync every {plan.sync_every}"
                 + (f", log every {config.log_every}" if config.log_every > 1 else ""))
     return {"rate": rate, "iterations": iterations, "wall": wall, "settings": settings}
+
+
+def _graph_used(records: list[dict]) -> str:
+    """What the run's cuda_graph event says: a graph's row must not be an eager run in disguise."""
+    event = next((r for r in records if r.get("event") == "cuda_graph"), None)
+    if event is None:
+        return "CUDA graph (no record of its use), "
+    if event["failed"] is not None:
+        return f"CUDA graph FAILED, eager ({event['failed'][:80]}), "
+    return f"CUDA graph ({event['captures']} capture, {event['replays']} replays), "
 
 
 def _round_up(n: int, block: int) -> int:

@@ -44,7 +44,7 @@ import struct
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing 
 from gankit import runs  # noqa: E402
 from gankit.data import mnist  # noqa: E402
 from gankit.errors import DataError  # noqa: E402
-from gankit.evaluate import score  # noqa: E402
+from gankit.evaluate import EvalProtocol, score  # noqa: E402
 from gankit.models.dcgan import DCGANGenerator  # noqa: E402
 from gankit.sample import load_generator  # noqa: E402
 
@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder holding the Fashion-MNIST IDX files (default: gankit's search)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "vs-examples", help="work folder")
     args = parser.parse_args(argv)
+    # Stopped from outside (benchmarks/gpu_check.sh's time limit): end like Ctrl-C, so that the
+    # `finally` of run_example stops the example, which runs in a session of its own.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     main_py = args.examples / "dcgan" / "main.py"
     if not main_py.is_file():
         parser.error(f"--examples {args.examples}: no dcgan/main.py there; clone "
@@ -284,10 +287,11 @@ def example_generator(path: Path) -> DCGANGenerator:
 def score_example(args, config, epochs: list[int]) -> dict[int, float]:
     """{epoch (1-based): FID} of the example's saved generators, by gankit's in-training protocol."""
     device = torch.device(args.device)
+    protocol = replace(EvalProtocol.for_training(config), n_samples=args.fid_samples)
     fids = {}
     for epoch in epochs:
         G = example_generator(args.out / "example" / f"netG_epoch_{epoch - 1}.pth").to(device)
-        metrics, _ = score(G, config, n_samples=args.fid_samples, seed=config.seed, log=io.StringIO())
+        metrics, _ = score(G, config, protocol, log=io.StringIO())
         fids[epoch] = metrics["fid"]
         print(f"# example after {epoch} epochs: FID {metrics['fid']:.2f}", flush=True)
     return fids

@@ -52,6 +52,36 @@ def test_a_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+def test_atomic_write_renames_on_success_and_cleans_up_on_failure(tmp_path, monkeypatch):
+    from gankit import runs
+    from gankit.files import atomic_write
+
+    path = tmp_path / "sub" / "f.txt"
+    with atomic_write(path) as tmp:
+        assert tmp.parent == path.parent and tmp.name == f".f.txt.tmp-{os.getpid()}"
+        tmp.write_text("one")
+        assert not path.exists()
+    assert path.read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_write(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError
+    assert path.read_text() == "one" and os.listdir(path.parent) == ["f.txt"]
+    with atomic_write(tmp_path / "a.npz", suffix=".npz") as tmp:
+        assert tmp.name.endswith(".npz")
+        tmp.write_bytes(b"x")
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    with atomic_write(path, fsync=True) as tmp:
+        tmp.write_text("two")
+    assert path.read_text() == "two" and len(synced) == 2  # the file, then its folder
+    # what a killed process leaves is what runs.remove_stale_temp_files removes
+    left = tmp_path / f".last.pt.tmp-{os.getpid()}"
+    with pytest.raises(KeyboardInterrupt), atomic_write(tmp_path / "last.pt"):
+        left.write_bytes(b"half")
+        assert runs.remove_stale_temp_files(tmp_path) == [left]
+        raise KeyboardInterrupt
+
+
 def test_truncated_file(tmp_path):
     path = tmp_path / "c.pt"
     checkpoint.save(path, payload())

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs import TINY_DCGAN_ARGS, TOY_ARGS
 from fakes import make_npz
 from gankit.cli import main
 
-TINY = ["--model", "dcgan", "--g-width", "4", "--d-width", "4", "--latent-dim", "8",
-        "--batch-size", "8", "--device", "cpu"]
+TINY = [*TINY_DCGAN_ARGS, "--batch-size", "8", "--device", "cpu"]
 
 
 @pytest.fixture
@@ -64,8 +64,7 @@ def test_resume_from_the_command_line(trained, capsys):
 
 def test_toy_run_and_sample(tmp_path):
     run = tmp_path / "toy"
-    assert main(["train", "--data", "toy:ring8", "--model", "mlp", "--g-width", "16", "--d-width", "16",
-                 "--batch-size", "16", "--max-images", "64", "--out", str(run)]) == 0
+    assert main(["train", *TOY_ARGS, "--max-images", "64", "--out", str(run)]) == 0
     assert main(["sample", str(run), "-n", "7", "--out", str(tmp_path / "p.npz")]) == 0
     assert np.load(tmp_path / "p.npz")["images"].shape == (7, 2)
 

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from gankit.cache import cache_dir
 from gankit.data import IMAGE_NAMES, ImageDataset, ToyDataset, load_dataset, mnist
 from gankit.data.idx import read_idx, read_idx_images, read_idx_labels
 from gankit.data.images import load_folder, load_npz
@@ -63,17 +64,16 @@ def fake_idx_dataset(directory: Path, n_train: int = 5, n_test: int = 3, gz: boo
 
 
 @pytest.fixture
-def isolated(monkeypatch, tmp_path):
-    """No system copies, no $GANKIT_DATA, a private user cache: only what a test puts there."""
+def isolated(monkeypatch, isolated_cache):
+    """No system copies, no network; with conftest's private user cache and no $GANKIT_DATA,
+    only what a test puts there is found."""
     monkeypatch.setattr(mnist, "SYSTEM_DIRS", {"fashion-mnist": [], "mnist": []})
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("GANKIT_DATA", raising=False)
 
     def no_network(url, dest, timeout):
         raise AssertionError(f"unexpected download of {url}")
 
     monkeypatch.setattr(mnist, "_download", no_network)
-    return tmp_path / "cache" / "gankit"
+    return isolated_cache / "gankit"
 
 
 def serve_from(directory: Path, calls: list[str] | None = None):
@@ -187,6 +187,7 @@ def test_corrupt_gzip_stream_is_a_data_error(tmp_path):
         read_idx(write(tmp_path / "c.gz", bytes(packed)))
 
 
+@pytest.mark.slow  # fuzzing
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=200), gz=st.booleans())
 def test_arbitrary_bytes_give_an_array_or_a_data_error(tmp_path, data, gz):
@@ -201,6 +202,7 @@ def test_arbitrary_bytes_give_an_array_or_a_data_error(tmp_path, data, gz):
 _VALID_GZ = gzip.compress(idx_bytes(np.arange(5 * 28 * 28).astype(np.uint8).reshape(5, 28, 28)))
 
 
+@pytest.mark.slow  # fuzzing
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.integers(min_value=0, max_value=len(_VALID_GZ) - 1))
 def test_every_truncation_of_a_gzipped_idx_file_is_a_data_error(tmp_path, cut):
@@ -209,6 +211,7 @@ def test_every_truncation_of_a_gzipped_idx_file_is_a_data_error(tmp_path, cut):
         read_idx_images(write(tmp_path / "cut.gz", _VALID_GZ[:cut]))
 
 
+@pytest.mark.slow  # fuzzing
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(position=st.integers(min_value=0, max_value=len(_VALID_GZ) - 1), value=st.integers(0, 255))
 def test_corrupted_gzip_bytes_give_an_array_or_a_data_error(tmp_path, position, value):
@@ -263,20 +266,106 @@ def test_search_order(tmp_path, isolated, monkeypatch):
     monkeypatch.setenv("GANKIT_DATA", str(fake_idx_dataset(tmp_path / "env", n_train=4)))
     assert len(load_dataset("fashion-mnist")) == 4
     assert len(load_dataset("fashion-mnist", data_dir=fake_idx_dataset(tmp_path / "arg", n_train=5))) == 5
-    assert mnist.search_dirs("fashion-mnist", tmp_path / "arg") == [
-        tmp_path / "arg", tmp_path / "arg" / "fashion-mnist", tmp_path / "env",
-        tmp_path / "env" / "fashion-mnist", isolated / "fashion-mnist", system]
+    # A folder the user names is the only place looked in: --data-dir, else $GANKIT_DATA.
+    assert mnist.search_dirs("fashion-mnist", tmp_path / "arg") == [tmp_path / "arg", tmp_path / "arg" / "fashion-mnist"]
+    assert mnist.search_dirs("fashion-mnist") == [tmp_path / "env", tmp_path / "env" / "fashion-mnist"]
     monkeypatch.delenv("GANKIT_DATA")
+    assert mnist.search_dirs("fashion-mnist") == [isolated / "fashion-mnist", system]
     with pytest.raises(DataError, match="downloads disabled"):
         load_dataset("mnist", download=False)  # the fashion-mnist cache and system copy are not mnist
+
+
+def truncated_images(directory: Path) -> Path:
+    """A plain train-images-idx3-ubyte cut short, as a failed copy leaves it."""
+    data = idx_bytes(np.zeros((4, 28, 28), np.uint8))
+    return write(directory / "train-images-idx3-ubyte", data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("how", ["--data-dir", "GANKIT_DATA"])
+def test_a_named_folder_missing_files_is_refused_not_passed_over(tmp_path, isolated, monkeypatch, how):
+    # A complete copy elsewhere (Debian's, say) must not be used instead of the folder named.
+    monkeypatch.setattr(mnist, "SYSTEM_DIRS", {"fashion-mnist": [fake_idx_dataset(tmp_path / "system")], "mnist": []})
+    bad = truncated_images(tmp_path / "mine")
+    data_dir = tmp_path / "mine" if how == "--data-dir" else None
+    if how == "GANKIT_DATA":
+        monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "mine"))
+    for download in (True, False):  # nothing is downloaded either (the fixture fails any download)
+        with pytest.raises(DataError) as err:
+            load_dataset("fashion-mnist", data_dir=data_dir, download=download)
+        message = str(err.value)
+        assert f"{tmp_path / 'mine'} (from {'--data-dir' if data_dir else '$GANKIT_DATA'}" in message
+        assert "but not train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte" in message
+        assert f"looked in {tmp_path / 'mine'} and {tmp_path / 'mine' / 'fashion-mnist'}" in message
+        assert f"Also: IDX file {bad} is truncated" in message, message
+        assert "\n" not in message
+    fake_idx_dataset(tmp_path / "mine" / "fashion-mnist", n_train=6)  # a complete subfolder is used
+    assert len(load_dataset("fashion-mnist", data_dir=data_dir)) == 6
+
+
+def test_a_named_folder_with_a_corrupt_file_names_it(tmp_path, isolated, monkeypatch):
+    monkeypatch.setattr(mnist, "SYSTEM_DIRS", {"fashion-mnist": [fake_idx_dataset(tmp_path / "system")], "mnist": []})
+    mine = fake_idx_dataset(tmp_path / "mine")
+    (mine / "train-images-idx3-ubyte.gz").unlink()
+    bad = truncated_images(mine)
+    with pytest.raises(DataError, match=f"IDX file {bad} is truncated"):
+        load_dataset("fashion-mnist", data_dir=mine)
+
+
+@pytest.mark.parametrize("how", ["--data-dir", "GANKIT_DATA"])
+def test_an_empty_named_folder_is_where_the_download_goes(tmp_path, isolated, monkeypatch, how):
+    served = fake_idx_dataset(tmp_path / "served", n_train=3)
+    monkeypatch.setitem(mnist.SHA256, "mnist", checksums_of(served))
+    monkeypatch.setattr(mnist, "_download", serve_from(served))
+    fake_idx_dataset(isolated / "mnist", n_train=9)  # the user cache is not looked in
+    data_dir = tmp_path / "mine" if how == "--data-dir" else None
+    if how == "GANKIT_DATA":  # one $GANKIT_DATA serves both datasets: downloads go to its NAME subfolder
+        monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "mine"))
+    data = load_dataset("mnist", data_dir=data_dir)
+    where = tmp_path / "mine" / ("" if data_dir else "mnist")
+    assert len(data) == 3 and str(where / "train-images-idx3-ubyte.gz") in data.source
+
+
+def test_an_interrupted_download_into_a_named_folder_is_completed(tmp_path, isolated, monkeypatch):
+    served = fake_idx_dataset(tmp_path / "served", n_train=3)
+    monkeypatch.setitem(mnist.SHA256, "mnist", checksums_of(served))
+    calls: list[str] = []
+    monkeypatch.setattr(mnist, "_download", serve_from(served, calls))
+    write(tmp_path / "mine" / "t10k-labels-idx1-ubyte.gz", (served / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    assert len(load_dataset("mnist", data_dir=tmp_path / "mine")) == 3
+    assert len(calls) == 3 and not any("t10k-labels" in url for url in calls)
+    with pytest.raises(DataError, match="but not train-images-idx3-ubyte"):  # not downloads: the user's
+        (tmp_path / "mine" / "train-images-idx3-ubyte.gz").unlink()
+        (tmp_path / "mine" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"user's own"))
+        load_dataset("mnist", data_dir=tmp_path / "mine")
+
+
+def test_a_run_refuses_a_data_dir_it_cannot_use_and_names_the_files_it_trains_on(tmp_path, isolated, monkeypatch,
+                                                                                  capsys):
+    from gankit.cli import main
+
+    system = fake_idx_dataset(tmp_path / "system", n_train=6)  # Debian's copy, say: not to be used
+    monkeypatch.setattr(mnist, "SYSTEM_DIRS", {"fashion-mnist": [system], "mnist": []})
+    mine, run = tmp_path / "mine", tmp_path / "run"
+    truncated_images(mine)
+    args = ["train", "--data", "fashion-mnist", "--data-dir", str(mine), "--model", "dcgan", "--g-width", "4",
+            "--d-width", "4", "--latent-dim", "8", "--batch-size", "8", "--max-images", "8", "--device", "cpu",
+            "--out", str(run)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"gankit: error: fashion-mnist: {mine} (from --data-dir") and "but not train-labels" in err
+    assert not run.exists(), "refused before the run folder is made"
+    fake_idx_dataset(mine, n_train=8, gz=False)  # now complete (its own, valid images file)
+    assert main(args) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert f"from {mine / 'train-images-idx3-ubyte'}, {mine / 'train-labels-idx1-ubyte'} on cpu" in first
 
 
 def test_cache_dir_defaults_to_home(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert mnist.cache_dir("mnist") == tmp_path / ".cache" / "gankit" / "mnist"
+    assert cache_dir("mnist") == tmp_path / ".cache" / "gankit" / "mnist"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert mnist.cache_dir("mnist") == tmp_path / "xdg" / "gankit" / "mnist"
+    assert cache_dir("mnist") == tmp_path / "xdg" / "gankit" / "mnist"
 
 
 def test_image_and_label_counts_must_match(tmp_path, isolated):
@@ -670,6 +759,7 @@ def test_a_lying_npy_header_is_refused_before_allocating(tmp_path):
             load_npz(path)
 
 
+@pytest.mark.slow  # fuzzing
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=300))
 def test_arbitrary_array_files_give_a_dataset_or_a_data_error(tmp_path, data):

@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 import torch
 
+from configs import TINY_DCGAN_ARGS, TOY_ARGS
 from fakes import fake_mnist, idx_bytes, write
 from gankit.cli import main
 from gankit.data import mnist
-from gankit.evaluate import _classifier_input, _quantise, evaluate
+from gankit.evaluate import EvalProtocol, _classifier_input, _quantise, evaluate
 from gankit.features import classifier
 
 FAST = {**classifier.RECIPE, "epochs": 1, "batch_size": 32}
 
 
 @pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def offline_cache(monkeypatch):
+    """No system copies and a one-epoch classifier; the user cache is conftest's tmp_path/cache."""
     monkeypatch.setattr(mnist, "SYSTEM_DIRS", {"fashion-mnist": [], "mnist": []})
     monkeypatch.setattr(classifier, "RECIPE", FAST)
-    monkeypatch.delenv("GANKIT_DATA", raising=False)
 
 
 def halves(directory, n_train=512, n_test=256):
@@ -65,20 +65,21 @@ def test_reference_features_of_a_split_are_shared_by_every_training_size(tmp_pat
     data = halves(tmp_path / "d", n_train=64, n_test=32)
     fake = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
     stats = tmp_path / "cache" / "gankit" / "stats"
+    small_kid = EvalProtocol(kid_subsets=2, kid_subset_size=4)
     results = []
     for size in (None, 28, 64):  # the split is the same stored 28x28 images for all three runs
         config = TrainConfig(data="mnist", data_dir=str(data), image_size=size)
-        results.append(score_images(fake, config, kid_subsets=2, kid_subset_size=4)[0]["fid"])
+        results.append(score_images(fake, config, small_kid)[0]["fid"])
         assert len(list(stats.glob("*.pt"))) == 1
     assert results[0] == results[1] == results[2]
     # another split is another reference set
-    score_images(fake, TrainConfig(data="mnist", data_dir=str(data)), split="train", kid_subsets=2, kid_subset_size=4)
+    score_images(fake, TrainConfig(data="mnist", data_dir=str(data)), EvalProtocol(split="train", kid_subsets=2, kid_subset_size=4))
     assert len(list(stats.glob("*.pt"))) == 2
     # so is another test split under the same name, with the same training split (and so the
     # same cached classifier): the cache is keyed by the split's bytes, not its name
     other = halves(tmp_path / "d2", n_train=64, n_test=31)
     assert np.array_equal(mnist.load_split("mnist", "train", other)[0], mnist.load_split("mnist", "train", data)[0])
-    score_images(fake, TrainConfig(data="mnist", data_dir=str(other)), kid_subsets=2, kid_subset_size=4)
+    score_images(fake, TrainConfig(data="mnist", data_dir=str(other)), small_kid)
     assert len(list(stats.glob("*.pt"))) == 3
 
 
@@ -93,9 +94,8 @@ def test_preprocessing_round_trips_real_images():
 def image_run(tmp_path, offline_cache):
     data = fake_mnist(tmp_path / "fm", n_train=256, n_test=128)
     run = tmp_path / "run"
-    assert main(["train", "--data", "fashion-mnist", "--data-dir", str(data), "--model", "dcgan",
-                 "--g-width", "4", "--d-width", "4", "--latent-dim", "8", "--batch-size", "16",
-                 "--max-images", "64", "--device", "cpu", "--out", str(run)]) == 0
+    assert main(["train", "--data", "fashion-mnist", "--data-dir", str(data), *TINY_DCGAN_ARGS,
+                 "--batch-size", "16", "--max-images", "64", "--device", "cpu", "--out", str(run)]) == 0
     return run
 
 
@@ -119,17 +119,48 @@ def test_eval_end_to_end(image_run, tmp_path, capsys):
     assert main(argv) == 0
     assert "training the fashion-mnist feature classifier" not in capsys.readouterr().err
     assert json.loads(out.read_text())["metrics"] == metrics
-    other = evaluate(image_run, 64, seed=1, kid_subsets=5, kid_subset_size=32)
+    other = evaluate(image_run, EvalProtocol(n_samples=64, seed=1, kid_subsets=5, kid_subset_size=32))
     assert other["metrics"]["fid"] != metrics["fid"]
 
 
 def test_eval_of_a_toy_run(tmp_path):
     run = tmp_path / "toy"
-    assert main(["train", "--data", "toy:ring8", "--model", "mlp", "--g-width", "16", "--d-width", "16",
-                 "--batch-size", "16", "--max-images", "64", "--out", str(run)]) == 0
-    record = evaluate(run)
+    assert main(["train", *TOY_ARGS, "--max-images", "64", "--out", str(run)]) == 0
+    record = evaluate(run, EvalProtocol())
     assert record["protocol"]["n_samples"] == 2500
     assert 0 <= record["metrics"]["modes"] <= 8 and 0 <= record["metrics"]["high_quality"] <= 100
+
+
+def test_eval_loads_the_checkpoint_once(tmp_path, monkeypatch):
+    from gankit import checkpoint
+
+    run = tmp_path / "toy"
+    assert main(["train", *TOY_ARGS, "--max-images", "32", "--out", str(run)]) == 0
+    loads = []
+    real_load = checkpoint.load
+    monkeypatch.setattr(checkpoint, "load", lambda path: loads.append(path) or real_load(path))
+    record = evaluate(run, EvalProtocol(n_samples=100, seed=3))
+    assert len(loads) == 1 and record["images_seen"] == 32
+    assert record["protocol"] == {"metric": "modes/high_quality/reverse_kl (VEEGAN, PacGAN)",
+                                  "n_samples": 100, "seed": 3}
+
+
+def test_eval_protocol_is_validated_once_and_names_the_flag(capsys):
+    from gankit.config import TrainConfig
+    from gankit.errors import GankitError
+
+    for fields, flag in (({"features": "vgg"}, "--features"), ({"split": "valid"}, "--split"),
+                         ({"n_samples": 1}, "--n-samples"), ({"kid_subsets": 0}, "--kid-subsets"),
+                         ({"kid_subset_size": 1}, "--kid-subset-size")):
+        with pytest.raises(GankitError, match=flag):
+            EvalProtocol(**fields)
+    assert main(["eval", "no-such-run", "--n-samples", "1"]) == 1
+    assert "--n-samples must be at least 2" in capsys.readouterr().err
+    assert EvalProtocol().to_dict() == {
+        "features": "classifier", "split": "test", "n_samples": None, "seed": 0, "kid_subsets": 100,
+        "kid_subset_size": 1000, "data_dir": None, "inception_weights": None}
+    config = TrainConfig(data="mnist", data_dir="/d", seed=7, eval_samples=40)
+    assert EvalProtocol.for_training(config) == EvalProtocol(n_samples=40, seed=7, data_dir="/d")
 
 
 def test_eval_during_training_keeps_the_best_checkpoint(tmp_path, offline_cache):
@@ -138,9 +169,8 @@ def test_eval_during_training_keeps_the_best_checkpoint(tmp_path, offline_cache)
 
     data = fake_mnist(tmp_path / "fm", n_train=256, n_test=128)
     run = tmp_path / "run"
-    assert main(["train", "--data", "fashion-mnist", "--data-dir", str(data), "--model", "dcgan",
-                 "--g-width", "4", "--d-width", "4", "--latent-dim", "8", "--batch-size", "16",
-                 "--max-images", "96", "--eval-every", "32", "--eval-samples", "40",
+    assert main(["train", "--data", "fashion-mnist", "--data-dir", str(data), *TINY_DCGAN_ARGS,
+                 "--batch-size", "16", "--max-images", "96", "--eval-every", "32", "--eval-samples", "40",
                  "--device", "cpu", "--out", str(run)]) == 0
     evals = [r for r in runs.read_metrics(run) if r.get("event") == "eval"]
     assert [e["images"] for e in evals] == [32, 64, 96]
@@ -171,9 +201,8 @@ def test_eval_with_inception_features_on_an_array_dataset(tmp_path, offline_cach
 
     data = make_npz(tmp_path / "d.npz", n=12, size=32, channels=3)
     run = tmp_path / "run"
-    assert main(["train", "--data", f"npz:{data}", "--model", "dcgan", "--g-width", "4", "--d-width", "4",
-                 "--latent-dim", "8", "--batch-size", "4", "--max-images", "8", "--device", "cpu",
-                 "--out", str(run)]) == 0
+    assert main(["train", "--data", f"npz:{data}", *TINY_DCGAN_ARGS, "--batch-size", "4",
+                 "--max-images", "8", "--device", "cpu", "--out", str(run)]) == 0
     weights = tmp_path / "w.pth"
     torch.save(inception.FIDInception().state_dict(), weights)  # random weights: the real ones cannot be downloaded here
     # The classifier only exists for (Fashion-)MNIST: a clear error, not a crash.

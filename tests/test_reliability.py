@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import configs
 from gankit import checkpoint, runs
 from gankit.cli import main
 from gankit.config import TrainConfig
@@ -23,8 +24,7 @@ from gankit.errors import ConfigError, DataError, GankitError
 from gankit.train import train
 
 SRC = str(Path(__file__).parents[1] / "src")
-TOY_ARGS = ["--data", "toy:ring8", "--model", "mlp", "--g-width", "16", "--d-width", "16",
-            "--batch-size", "16", "--device", "cpu"]
+TOY_ARGS = [*configs.TOY_ARGS, "--device", "cpu"]
 
 
 def gankit(*args: str) -> subprocess.Popen:
@@ -33,6 +33,7 @@ def gankit(*args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # 10 start-kill cycles of a gankit process, then a run to the end: about 35 s
 def test_sigkill_at_random_moments_never_corrupts_and_resume_finishes(tmp_path):
     """10 cycles of start-or-resume, then SIGKILL at a random moment of training; then run to the end."""
     run, interval = tmp_path / "run", 320
@@ -128,8 +129,10 @@ def test_resume_with_different_data_shape_is_refused(tmp_path):
 # --- fuzzed inputs -----------------------------------------------------------------------------
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# The fuzzing tests are marked slow: `make test-fast` leaves them to `make test`.
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.binary(max_size=300), st.sampled_from(["a.png", "b.jpg", "c.jpeg"]))
 def test_fuzzed_image_files_give_data_errors(tmp_path_factory, data, name):
@@ -139,6 +142,7 @@ def test_fuzzed_image_files_give_data_errors(tmp_path_factory, data, name):
         load_dataset(f"folder:{folder}", image_size=8)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.binary(max_size=400), st.sampled_from(["x.npz", "x.npy"]))
 def test_fuzzed_array_files_give_data_errors(tmp_path_factory, data, name):
@@ -150,6 +154,7 @@ def test_fuzzed_array_files_give_data_errors(tmp_path_factory, data, name):
         assert str(path) in str(exc)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.binary(min_size=1, max_size=64))
 def test_fuzzed_npy_payloads_after_a_valid_header(tmp_path_factory, tail):
@@ -165,6 +170,7 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            lambda c: st.lists(c, max_size=3), max_leaves=5)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.dictionaries(st.sampled_from(list(TrainConfig.__dataclass_fields__) + ["bogus"]), JSON_VALUES, max_size=6))
 def test_fuzzed_configs_give_config_errors(values):

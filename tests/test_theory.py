@@ -79,6 +79,7 @@ def test_central_region_holds_the_mass():
 
 # --- theory optimal-d ----------------------------------------------------------------------------
 
+@pytest.mark.slow  # 1,000 D steps of 1,024 + 1,024 samples: about 3.5 s
 def test_optimal_d_trained_d_matches_d_star(tmp_path):
     # 1,000 steps of 1,024 + 1,024 samples (the command's default, 3,000 of 2,048, measured
     # max |D - D*| 0.029, mean 0.0034, gap 3.6e-4 nats). Measured with these settings: max 0.047,
@@ -98,6 +99,7 @@ def test_optimal_d_trained_d_matches_d_star(tmp_path):
     assert (tmp_path / "optimal-d.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow  # 1,000 D steps of 1,024 + 1,024 samples: about 3.5 s
 def test_optimal_d_with_a_histogram_generator(tmp_path):
     # Measured: max 0.037, mean 0.0052, gap 0.0046 (1,000 steps of 1,024).
     r = optimal_d.run(tmp_path, seed=1, data="gauss1d", generator="mlp", steps=1000, batch=1024)
@@ -167,6 +169,7 @@ def test_saturating_gradient_vanishes_when_d_rejects_the_fakes():
     assert norms["saturating"] / norms["non-saturating"] == pytest.approx(d_fake / (1 - d_fake), rel=0.1)
 
 
+@pytest.mark.slow  # eight training runs (toy and images): about 15 s
 def test_saturation_command_on_toy_and_images(tmp_path, fake_npz):
     r = saturation.run(tmp_path, seed=0, seeds=2, toy_iterations=60, image_data=f"npz:{fake_npz}",
                        image_images=640, first=40)
@@ -195,6 +198,7 @@ def test_saturation_command_on_toy_and_images(tmp_path, fake_npz):
 
 # --- bench modes -------------------------------------------------------------------------------
 
+@pytest.mark.slow  # four training runs: about 7 s
 def test_bench_modes_table_and_summary(tmp_path, capsys):
     r = modes.run(tmp_path, seed=3, seeds=2, ks=(1, 2), g_losses=("non-saturating",),
                   datasets=("ring8",), iterations=40, jobs=1)
@@ -216,6 +220,7 @@ def test_bench_modes_table_and_summary(tmp_path, capsys):
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == r["rows"]
 
 
+@pytest.mark.slow  # two runs, one in worker processes: about 14 s
 def test_bench_modes_in_worker_processes_matches_one_process(tmp_path):
     args = dict(seed=0, seeds=1, ks=(1,), g_losses=("saturating",), datasets=("grid25",), iterations=30)
     one = modes.run(tmp_path / "one", jobs=1, **args)

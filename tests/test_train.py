@@ -1,5 +1,6 @@
 """Algorithm 1 as run by the training loop: the k-step schedule, exact resume, divergence, signals."""
 
+import io
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from configs import TOY, tiny_images
 from fakes import make_npz
 from gankit import checkpoint, runs
 from gankit.config import TrainConfig
@@ -19,13 +21,6 @@ from gankit.data.batches import ImageBatches
 from gankit.errors import ConfigError, GankitError
 from gankit.train import TrainingDiverged, resume, train
 from runchecks import same_state
-
-TOY = dict(data="toy:ring8", model="mlp", g_width=16, d_width=16, latent_dim=4, device="cpu")
-
-
-def tiny_images(tmp_path):
-    return dict(data=f"npz:{make_npz(tmp_path / 'data.npz', n=40)}", model="dcgan", g_width=4,
-                d_width=4, latent_dim=8, device="cpu")
 
 
 def test_k_discriminator_steps_per_generator_step(tmp_path):
@@ -151,3 +146,31 @@ def test_on_nan_rollback_reloads_the_last_checkpoint_with_halved_learning_rates(
     rows = [r for r in runs.read_metrics(tmp_path / "run") if "event" not in r]
     images = [r["images"] for r in rows]
     assert images == sorted(images) and len(set(images)) == len(images), "no repeated rows after a rollback"
+
+
+def test_the_first_line_names_the_files_trained_on(tmp_path):
+    config = TrainConfig(**tiny_images(tmp_path), batch_size=8, max_images=8)
+    out = io.StringIO()
+    train(config, tmp_path / "run", stream=out)
+    first = out.getvalue().splitlines()[0]
+    assert first.startswith("gankit: training dcgan on npz:") and f"from {tmp_path / 'data.npz'} on cpu" in first
+
+
+def test_a_length_of_part_of_an_iteration_is_rounded_up_and_said_so(tmp_path):
+    out = io.StringIO()
+    result = train(TrainConfig(**TOY, batch_size=128, max_images=64), tmp_path / "run", stream=out)
+    assert result.images_seen == 128
+    lines = out.getvalue().splitlines()
+    assert lines[1] == ("gankit: the run's length, 64 images, is rounded up to whole iterations of k x batch = "
+                        "128 images: it trains to 128 images (1 iteration)")
+    # The progress line counts against the length trained to, never past 100 %.
+    assert any(line.startswith("128/128 img (100.0%)") for line in lines), lines
+    out = io.StringIO()
+    resume(tmp_path / "run", {"max_images": 300}, stream=out)
+    lines = out.getvalue().splitlines()
+    assert "300 images, is rounded up to whole iterations of k x batch = 128 images: it trains to 384 images " \
+           "(2 iterations)" in lines[1]
+    assert any(line.startswith("384/384 img (100.0%)") for line in lines), lines
+    out = io.StringIO()
+    resume(tmp_path / "run", {"max_images": 384}, stream=out)  # a whole number of iterations: no such line
+    assert "rounded up" not in out.getvalue()

@@ -127,13 +127,13 @@ def test_a_folder_without_the_example_is_refused(tmp_path, capsys):
     assert "--examples" in capsys.readouterr().err
 
 
-def test_parity_runs_both_settings_over_the_seeds(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow  # four training runs, a classifier and four evaluations: about 30 s
+def test_parity_runs_both_settings_over_the_seeds(tmp_path, capsys):
     """benchmarks/parity.py end to end on a tiny DCGAN: on the CPU tf32 is plain fp32, so the two
     settings must give the very same FID seed by seed (0 standard errors), and seeds must differ."""
     spec = importlib.util.spec_from_file_location("parity", ROOT / "benchmarks" / "parity.py")
     parity = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(parity)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the classifier of the fake data
     data = fake_mnist(tmp_path / "fm", n_train=128, n_test=64, gz=False)
     common = (f"--data fashion-mnist --data-dir {data} --model dcgan --g-width 4 --d-width 4 "
               "--latent-dim 8 --batch-size 16")

@@ -20,6 +20,7 @@ import torch
 import gankit
 from gankit.config import TrainConfig
 from gankit.errors import CheckpointError
+from gankit.files import atomic_write
 
 FORMAT = "gankit.checkpoint"
 FORMAT_VERSION = 1
@@ -39,17 +40,10 @@ def save_plain(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Write a dict of tensors and plain values atomically: temp file, fsync, rename.
     The old file stays complete until the rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_write(path, fsync=True) as tmp, open(tmp, "wb") as f:
             torch.save(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(
             f"could not write checkpoint {path}: {exc.strerror or exc}; "
             "earlier checkpoints are untouched (free disk space or choose another --out)"
@@ -123,15 +117,3 @@ def resolve(path_or_run: str | os.PathLike) -> Path:
         raise CheckpointError(f"no such checkpoint or run folder: {path}")
     return path
 
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not supported on this platform: the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         rank, size = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
         if rank is None or size is None:
             print(f"gankit: error: {exc}", file=sys.stderr)
-        elif rank == "0" or not getattr(exc, "every_process", False):  # not once per process
+        elif rank == "0" or not exc.every_process:  # not once per process
             print(f"gankit: error (process {rank} of {size}): {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("gankit: interrupted", file=sys.stderr)
         return 130
@@ -228,12 +228,14 @@ def _add_eval(commands) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from gankit.evaluate import evaluate
+    from gankit.evaluate import EvalProtocol, evaluate
     from gankit.files import write_json
 
-    record = evaluate(args.checkpoint, args.n_samples, args.features, args.split, args.seed,
-                      args.device, args.data_dir, args.kid_subsets, args.kid_subset_size,
-                      args.inception_weights)
+    protocol = EvalProtocol(features=args.features, split=args.split, n_samples=args.n_samples,
+                            seed=args.seed, kid_subsets=args.kid_subsets,
+                            kid_subset_size=args.kid_subset_size, data_dir=args.data_dir,
+                            inception_weights=args.inception_weights)
+    record = evaluate(args.checkpoint, protocol, args.device)
     for name, value in record["metrics"].items():
         print(f"{name:>14}: {value:.6g}" if isinstance(value, float) else f"{name:>14}: {value}")
     extractor = record["protocol"].get("extractor", {})

@@ -98,6 +98,8 @@ class TrainConfig:
                      "log_every", "grid_size"):
             _positive_int(name, getattr(self, name))
         _positive_int("eval_samples", self.eval_samples)
+        if self.eval_samples < 2:
+            raise ConfigError(f"{flag('eval_samples')} must be at least 2 (FID needs a covariance), got {self.eval_samples}")
         for name in ("image_size", "channels", "g_width", "d_width", "max_images", "eval_every", "sync_every"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
@@ -126,6 +128,26 @@ class TrainConfig:
             )
         if self.image_size is not None and self.data.startswith("toy:"):
             raise ConfigError(f"{flag('image_size')} does not apply to toy data ({self.data})")
+
+    def resumed(self, overrides: dict) -> TrainConfig:
+        """This (a run's stored) config with the flags a resume may change; any other differing
+        flag is an error."""
+        changed = {}
+        for name, new in overrides.items():
+            old = getattr(self, name)
+            if new == old:
+                continue
+            if name not in RESUMABLE_CHANGES:
+                raise ConfigError(
+                    f"{flag(name)} {new} differs from the run's {name} = {old}; a resumed run keeps its "
+                    f"training config (only {', '.join(sorted(flag(n) for n in RESUMABLE_CHANGES))} may change)"
+                )
+            changed[name] = new
+        if "max_images" in changed:
+            changed.setdefault("epochs", None)
+        elif "epochs" in changed:
+            changed.setdefault("max_images", None)
+        return dataclasses.replace(self, **changed)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import inspect
 import os
 import sys
@@ -117,19 +118,29 @@ def _lost_peer(world: World) -> Iterator[None]:
     """A collective that fails because a peer went away becomes one clear PeerFailed."""
     try:
         yield
-    except RuntimeError as exc:  # DistBackendError, gloo's "Connection closed by peer", ...
+    except RuntimeError as exc:
+        if not _from_a_lost_peer(exc):
+            raise  # anything else (a CUDA fault surfacing here, a bad tensor) keeps its own message
         raise PeerFailed(_lost_peer_message(exc)) from exc
 
 
-# What a collective says when a peer is gone (gloo, NCCL, the TCP store), for the collectives
-# that run inside torch (DDP's gradient all-reduce in backward, synchronised batch norm).
-_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "remote worker", "NCCL",
-              "ProcessGroup", "Broken pipe", "Socket Timeout")
+# What the backends say when the connection to a peer is gone: gloo's and the TCP store's socket
+# errors, NCCL's remote error (ncclRemoteError), a collective that timed out waiting for a peer.
+# Only these become PeerFailed. Not every error that merely mentions NCCL or a ProcessGroup: an
+# asynchronous CUDA fault is reported by the NCCL watchdog too ("NCCL error in: ...
+# ProcessGroupNCCL.cpp ... unhandled cuda error"), even in a one-process run, and must keep its
+# own message.
+_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket Timeout",
+              "Connection refused", "ncclRemoteError", "remote process exit",
+              "Watchdog caught collective operation timeout", "Timed out waiting")
 
 
-def _from_a_lost_peer(exc: RuntimeError) -> bool:
-    error_class = getattr(dist, "DistError", None)
-    return (error_class is not None and isinstance(exc, error_class)) or any(m in str(exc) for m in _LOST_PEER)
+def _from_a_lost_peer(exc: BaseException) -> bool:
+    """Whether exc is a backend's report of a lost connection to another process."""
+    # DistNetworkError and DistStoreError are the sockets and the TCP store (torch >= 2.3); a bare
+    # DistBackendError is any backend failure, a CUDA fault included, so it is judged by its text.
+    connection = tuple(getattr(dist, name) for name in ("DistNetworkError", "DistStoreError") if hasattr(dist, name))
+    return isinstance(exc, connection) or any(m in str(exc) for m in _LOST_PEER)
 
 
 def _lost_peer_message(exc: BaseException) -> str:
@@ -170,6 +181,10 @@ def initialised(device: torch.device) -> Iterator[World]:
             raise
         raise PeerFailed(_lost_peer_message(exc)) from exc
     finally:
+        # The DDP wrappers and synchronised batch norm of the run hold the process group; they
+        # can sit in reference cycles, and one collected only at interpreter exit, after the
+        # group is gone, aborts the process ("terminate called without an active exception").
+        gc.collect()
         if ours and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -270,7 +285,10 @@ def _cpu_sync_batchnorm(module: nn.Module) -> nn.Module:
 def wrap(G: nn.Module, D: nn.Module, world: World, sync_bn: bool) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
     """(G, D, G for the G step, D pair for the D step). The first two are the plain modules (with
     synchronised batch norm if asked): the measuring and sampling passes and the checkpoints use
-    them. The other two are the DDP wrappers that average gradients."""
+    them. Under torchrun the other two are the DDP wrappers that average gradients; in one
+    process they are G itself and BothInputs(D), so the training step has one shape for both."""
+    if not world.launched:
+        return G, D, G, BothInputs(D)
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     if sync_bn:

@@ -1,4 +1,4 @@
-"""The one user-facing exception type; cli.main turns it into one line and exit status 1."""
+"""The user-facing exception types; cli.main turns each into one line and its exit status."""
 
 
 class GankitError(Exception):
@@ -6,6 +6,10 @@ class GankitError(Exception):
 
     The message must say what is wrong, name the file or flag, and say what to do.
     """
+
+    exit_code = 1  # the process's exit status when this error ends a command
+    # Under torchrun: every process raises it together (rank 0 reports it) rather than one alone.
+    every_process = False
 
 
 class DataError(GankitError):
@@ -18,3 +22,19 @@ class ConfigError(GankitError):
 
 class CheckpointError(GankitError):
     """A checkpoint is missing, corrupt, or does not match the run."""
+
+
+class TrainingDiverged(GankitError):
+    """A loss or gradient became NaN or Inf."""
+
+    every_process = True  # the statistics are shared after an all-reduce: every rank sees it
+
+
+class TrainingInterrupted(GankitError):
+    """SIGINT or SIGTERM: a checkpoint was saved and training stopped cleanly."""
+
+    every_process = True
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code  # 128 + the signal's number, as a shell reports it

@@ -8,10 +8,12 @@ Every number is saved with the protocol that produced it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,9 +21,10 @@ import torch.nn.functional as F
 
 import gankit
 from gankit import checkpoint
+from gankit.cache import cache_dir
 from gankit.config import TrainConfig
 from gankit.data import load_dataset
-from gankit.data.mnist import cache_dir, load_split
+from gankit.data.mnist import load_split
 from gankit.errors import GankitError
 from gankit.features import classifier, inception
 from gankit.files import sha256
@@ -30,67 +33,94 @@ from gankit.metrics import density_coverage, fid, jsd_1d, kid, mode_metrics, pre
 from gankit.sample import generate, load_generator
 
 FEATURES = ("classifier", "inception")
+SPLITS = ("test", "train")
 IMAGE_SAMPLES = 10_000
 TOY_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 
 
-def evaluate(path_or_run: str | os.PathLike, n_samples: int | None = None, features: str = "classifier",
-             split: str = "test", seed: int = 0, device: str = "auto", data_dir: str | None = None,
-             kid_subsets: int = 100, kid_subset_size: int = 1000, inception_weights: str | None = None,
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How a generator is scored, apart from the run itself; `gankit eval`'s flags.
+
+    Validated once, here: errors name the flag. Image runs use every field; toy runs only the
+    sample count and seed.
+    """
+
+    features: str = "classifier"  # one of FEATURES
+    split: str = "test"  # the reference split of (Fashion-)MNIST; other image data use all images
+    n_samples: int | None = None  # generated samples; None: IMAGE_SAMPLES, or TOY_SAMPLES for toy data
+    seed: int = 0  # of the noise and the KID subsets
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000  # capped at the smaller of the two sets
+    data_dir: str | None = None  # the reference data's folder; None: the run's --data-dir
+    inception_weights: str | None = None  # None: the cache, else a download
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURES:
+            raise GankitError(f"--features must be one of {', '.join(FEATURES)}; got {self.features!r}")
+        if self.split not in SPLITS:
+            raise GankitError(f"--split must be one of {', '.join(SPLITS)}; got {self.split!r}")
+        if self.n_samples is not None and self.n_samples < 2:
+            raise GankitError(f"--n-samples must be at least 2, got {self.n_samples}")
+        if self.kid_subsets < 1:
+            raise GankitError(f"--kid-subsets must be at least 1, got {self.kid_subsets}")
+        if self.kid_subset_size < 2:
+            raise GankitError(f"--kid-subset-size must be at least 2, got {self.kid_subset_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def for_training(cls, config: TrainConfig) -> EvalProtocol:
+        """The protocol of the evaluations during training (--eval-every): classifier features,
+        the test split, --eval-samples samples drawn with the run's seed, the run's data folder."""
+        return cls(n_samples=config.eval_samples, seed=config.seed, data_dir=config.data_dir)
+
+
+def evaluate(path_or_run: str | os.PathLike, protocol: EvalProtocol, device: str = "auto",
              log=sys.stderr) -> dict[str, Any]:
-    """Score a checkpoint (or a run folder's last one); returns the JSON-ready record.
-    n_samples defaults to 10,000 for images and 2,500 for toy distributions."""
+    """Score a checkpoint (or a run folder's last one); returns the JSON-ready record."""
     G, info = load_generator(path_or_run, device)
-    metrics, protocol = score(G, info["config"], n_samples, features, split, seed, data_dir,
-                              kid_subsets, kid_subset_size, inception_weights, log)
+    metrics, record = score(G, info["config"], protocol, log)
     return {
         "checkpoint": str(info["path"]),
-        "images_seen": int(checkpoint.load(info["path"])["progress"]["images_seen"]),
+        "images_seen": int(info["progress"]["images_seen"]),
         "dataset": info["config"].data,
         "gankit_version": gankit.__version__,
         "torch_version": torch.__version__,
         "metrics": metrics,
-        "protocol": protocol,
+        "protocol": record,
     }
 
 
-def score(G: torch.nn.Module, config: TrainConfig, n_samples: int | None = None,
-          features: str = "classifier", split: str = "test", seed: int = 0,
-          data_dir: str | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
-          inception_weights: str | None = None, log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
-    """(metrics, protocol) for generator G (in eval mode) of a run with this config."""
-    if n_samples is not None and n_samples < 2:
-        raise GankitError(f"--n-samples must be at least 2, got {n_samples}")
-    toy = config.data.startswith("toy:")
-    samples = generate(G, n_samples or (TOY_SAMPLES if toy else IMAGE_SAMPLES), seed, config.latent_dim)
-    return score_samples(samples, config, seed=seed, features=features, split=split, data_dir=data_dir,
-                         kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
-                         inception_weights=inception_weights, log=log)
+def score(G: torch.nn.Module, config: TrainConfig, protocol: EvalProtocol,
+          log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
+    """(metrics, protocol record) for generator G (in eval mode) of a run with this config."""
+    n = protocol.n_samples or (TOY_SAMPLES if config.data.startswith("toy:") else IMAGE_SAMPLES)
+    samples = generate(G, n, protocol.seed, config.latent_dim)
+    return score_samples(samples, config, protocol, log)
 
 
-def score_samples(samples: torch.Tensor, config: TrainConfig, seed: int = 0,
-                  **image_options) -> tuple[dict[str, float], dict[str, Any]]:
-    """(metrics, protocol) for a generator's output (float, as `generate` gives it): the toy
-    metrics, or score_images (which takes image_options: features, split, ...) on images."""
+def score_samples(samples: torch.Tensor, config: TrainConfig, protocol: EvalProtocol,
+                  log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
+    """(metrics, protocol record) for a generator's output (float, as `generate` gives it): the toy
+    metrics, or score_images on images. The samples are scored as given: protocol.n_samples
+    only says how many `score` draws."""
     if config.data.startswith("toy:"):
         toy = load_dataset(config.data).distribution
         metrics = mode_metrics(samples, toy) if toy.dim == 2 else {"jsd": jsd_1d(samples, toy)}
         return metrics, {
             "metric": "modes/high_quality/reverse_kl (VEEGAN, PacGAN)" if toy.dim == 2 else "jsd_1d (nats)",
-            "n_samples": len(samples), "seed": seed}
-    return score_images(_quantise(samples), config, seed=seed, **image_options)  # (N, C, H, W) uint8
+            "n_samples": len(samples), "seed": protocol.seed}
+    return score_images(_quantise(samples), config, protocol, log)  # (N, C, H, W) uint8
 
 
-def score_images(fake: torch.Tensor, config: TrainConfig, features: str = "classifier",
-                 split: str = "test", seed: int = 0, data_dir: str | None = None,
-                 kid_subsets: int = 100, kid_subset_size: int = 1000,
-                 inception_weights: str | None = None, log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
-    """(metrics, protocol) for uint8 images (N, C, H, W) against the run's reference set."""
-    if features not in FEATURES:
-        raise GankitError(f"--features must be one of {', '.join(FEATURES)}; got {features!r}")
-    data_dir = data_dir or config.data_dir
-    n_samples = len(fake)
-    if features == "classifier":
+def score_images(fake: torch.Tensor, config: TrainConfig, protocol: EvalProtocol,
+                 log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
+    """(metrics, protocol record) for uint8 images (N, C, H, W) against the run's reference set."""
+    p = protocol
+    data_dir = p.data_dir or config.data_dir
+    if p.features == "classifier":
         model, info = classifier.load_or_train(config.data, data_dir, log=log)
         fake = _classifier_input(fake)
         extract = classifier.extract
@@ -100,34 +130,34 @@ def score_images(fake: torch.Tensor, config: TrainConfig, features: str = "class
         preprocessing = ("samples quantised to uint8, averaged to 1 channel, resized to 28x28 "
                          "(bilinear, antialiased) when needed")
     else:
-        model, info = inception.load(inception_weights)
+        model, info = inception.load(p.inception_weights)
         extract = inception.extract
         extractor = {"name": "inception-v3-compat (pt_inception-2015-12-05)", "weights_sha256": info["sha256"]}
         comparable = "Inception FIDs computed with torch-fidelity's or pytorch-fid's protocol"
         preprocessing = ("samples quantised to uint8; grey repeated to 3 channels; TF1-compatible "
                          "bilinear resize to 299x299; (x - 128) / 128 (as torch-fidelity)")
-    real_features, n_real = _reference_features(config, split, data_dir, model, extract, extractor)
+    real_features, n_real = _reference_features(config, p.split, data_dir, model, extract, extractor)
     fake_features = extract(model, fake)
     real_np, fake_np = real_features.numpy(), fake_features.numpy()
-    kid_mean, kid_std = kid(real_np, fake_np, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
+    kid_mean, kid_std = kid(real_np, fake_np, subsets=p.kid_subsets, subset_size=p.kid_subset_size, seed=p.seed)
     precision, recall = precision_recall(real_np, fake_np, k=3)
     density, coverage = density_coverage(real_np, fake_np, k=5)
     metrics = {"fid": fid(real_np, fake_np), "kid_mean": kid_mean, "kid_std": kid_std,
                "precision": precision, "recall": recall, "density": density, "coverage": coverage}
-    protocol = {
-        "features": features,
+    record = {
+        "features": p.features,
         "extractor": extractor,
         "comparable_with": comparable,
-        "n_samples": n_samples,
-        "reference": {"dataset": config.data, "split": split if _has_splits(config) else "all images",
+        "n_samples": len(fake),
+        "reference": {"dataset": config.data, "split": p.split if _has_splits(config) else "all images",
                       "n": n_real},
-        "seed": seed,
-        "kid": {"subsets": kid_subsets, "subset_size": kid_subset_size, "kernel": "(x.y/d + 1)^3"},
+        "seed": p.seed,
+        "kid": {"subsets": p.kid_subsets, "subset_size": p.kid_subset_size, "kernel": "(x.y/d + 1)^3"},
         "precision_recall_k": 3,
         "density_coverage_k": 5,
         "preprocessing": preprocessing,
     }
-    return metrics, protocol
+    return metrics, record
 
 
 def _classifier_input(images: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,13 @@ channels_last for the DCGAN pair (oneDNN's convolutions are 15-50% faster in tha
   graph and replayed, where the configuration allows it; otherwise one line says why not.
 
 The choice is `fast_path_plan`, a pure function of the config and the device name, so it is
-tested without a GPU. The CUDA-graph runner (`GraphedIteration`) cannot run on a CPU and has
-not been run on a GPU yet: that is why --cuda-graphs defaults to off.
+tested without a GPU. The CUDA-graph runner (`GraphedIteration`) cannot run on a CPU (its
+bookkeeping is tested there with fakes of torch.cuda) and has not been run on a GPU yet: that is
+why --cuda-graphs defaults to off.
+
+One thing on CUDA does wait for the GPU in every step: under torchrun with several processes and
+--sync-bn on, torch's SyncBatchNorm syncs the host in each batch-norm layer of each forward
+pass. The plan says so; --sync-bn off is the fast choice there.
 """
 
 from __future__ import annotations
@@ -62,9 +67,10 @@ class Plan:
         return line + ("; " + "; ".join(self.reasons) if self.reasons else "")
 
 
-def fast_path_plan(config: TrainConfig, device: torch.device | str, distributed: bool = False) -> Plan:
+def fast_path_plan(config: TrainConfig, device: torch.device | str, distributed: bool = False,
+                   processes: int = 1) -> Plan:
     """The fast path for this config on this device ("cpu", "cuda", "cuda:1", ...); distributed:
-    in a torchrun process (see distributed.py)."""
+    in a torchrun process (see distributed.py), one of `processes`."""
     cuda = torch.device(device).type == "cuda"
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
     fused = cuda and supports_fused(optimizer_class)
@@ -90,6 +96,14 @@ def fast_path_plan(config: TrainConfig, device: torch.device | str, distributed:
             graphs = True
     elif cuda:
         reasons.append("CUDA graphs off (--cuda-graphs off; auto captures the iteration, unverified on a GPU)")
+    if cuda and distributed and processes > 1 and config.sync_bn == "on" and config.model == "dcgan":
+        # torch's SyncBatchNorm drops the statistics of ranks with empty inputs with a boolean
+        # mask (torch/nn/modules/_functions.py, pytorch/pytorch#78549): a host sync in every
+        # batch-norm layer of every training-mode forward pass. (With one process it falls back
+        # to plain batch norm and does not sync.)
+        reasons.append(f"--sync-bn on over {processes} processes: torch's SyncBatchNorm waits for the GPU "
+                       "in every batch-norm layer of every forward pass, so the host cannot queue ahead; "
+                       "--sync-bn off is the fast choice (batch statistics per process)")
     if config.precision == "bf16" and not cuda:  # (tf32 on the CPU is plain fp32: nothing to say)
         reasons.append("bf16 autocast on a CPU without native bf16 instructions is slower than fp32")
     return Plan(precision=config.precision, fused=fused, channels_last=config.model == "dcgan",
@@ -151,6 +165,43 @@ def configure_optimizer(opt: torch.optim.Optimizer, fused: bool, capturable: boo
                 opt.state[p]["step"] = step.to(device=where, dtype=torch.float32)
 
 
+# The capture mode: "thread_local" makes CUDA refuse unsafe calls (a synchronisation, a cudaMalloc)
+# only in the capturing thread. In the default "global" mode the StreamedImageBatches worker's
+# calls (pinned host allocations, event queries) would invalidate the capture, and fail the
+# worker itself with "operation not permitted when stream is capturing".
+CAPTURE_ERROR_MODE = "thread_local"
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The error a chain of errors started with: a failed capture raises a second error when the
+    capture ends ("operation failed due to a previous error during capture"), with the first as
+    its context."""
+    seen = {id(exc)}
+    while exc.__context__ is not None and id(exc.__context__) not in seen:
+        exc = exc.__context__
+        seen.add(id(exc))
+    return exc
+
+
+def is_capture_error(exc: BaseException) -> bool:
+    """Whether `exc` (by the error its chain started with) is CUDA's or torch's refusal of
+    something inside a graph capture, after which the iteration still runs eagerly.
+
+    These are RuntimeErrors (torch.AcceleratorError for the CUDA runtime's): the CUDA runtime's
+    stream-capture errors 900-908 ("operation not permitted when stream is capturing",
+    "operation failed due to a previous error during capture", "capturing stream has unjoined
+    work", "dependency created on uncaptured work in another stream", "attempt to terminate a
+    thread-local capture sequence from another thread", ...) and torch's own checks ("Cannot
+    copy between CPU and CUDA tensors during CUDA graph capture unless the CPU tensor is pinned",
+    "Attempting CUDA graph capture of step() ... capturable is False"): every one of them says
+    "captur". Anything else (out of memory, an illegal memory access, a bug in the model) is
+    not the capture's fault and is raised as it is.
+    """
+    first = first_error(exc)
+    return (isinstance(first, RuntimeError) and not isinstance(first, torch.OutOfMemoryError)
+            and "captur" in str(first).lower())
+
+
 class GraphedIteration:
     """The whole iteration (k D steps, G step, its statistics) as one CUDA graph, replayed.
 
@@ -162,21 +213,48 @@ class GraphedIteration:
     captures the iteration, and replays it; later calls copy and replay.
 
     A learning-rate change (--on-nan rollback) or a reloaded optimiser state means new tensors
-    and new scalars: call reset(), and the next calls warm up and capture again. If capture
-    fails, the reason goes to `on_fallback` and the run continues eagerly.
+    and new scalars: call reset(), and the next calls warm up and capture again. If the capture
+    fails with a capture error (is_capture_error), the reason goes to `on_fallback` and the run
+    continues with `eager` (the eager loop's iteration, whose bf16 autocast caches its casts of
+    the weights again); any other error is raised.
+
+    What happened is counted, so that a test or a benchmark can tell a graph from its fallback:
+    `captures` (1, plus one per re-capture after reset()), `replays` (iterations run by
+    replaying the graph), `warmups` (eager iterations on the capture stream), `eager_iterations`
+    (after a failed capture), `failed` (why the capture failed, or None) and `in_use`.
 
     Written from the PyTorch CUDA-graphs documentation; not yet run on a GPU (see
     docs/benchmarks.md).
     """
 
     def __init__(self, iteration: Callable[..., torch.Tensor], optimizers: list[torch.optim.Optimizer],
-                 on_fallback: Callable[[str], None]):
+                 on_fallback: Callable[[str], None], eager: Callable[..., torch.Tensor] | None = None):
         self.iteration = iteration  # iteration(reals, noises, measure) -> statistics (n,) on the device
+        self.eager = eager if eager is not None else iteration  # after a failed capture
         self.optimizers = optimizers
         self.on_fallback = on_fallback
         self.stream = torch.cuda.Stream()
         self.failed: str | None = None
+        self.captures = self.replays = self.warmups = self.eager_iterations = 0
         self.reset()
+
+    @property
+    def in_use(self) -> bool:
+        """Whether the iterations are replays of a captured graph (False while warming up, and
+        for good after a failed capture)."""
+        return self.graph is not None and self.failed is None
+
+    def counts(self) -> dict:
+        """What ran how often, for the run's log."""
+        return {"captures": self.captures, "replays": self.replays, "warmups": self.warmups,
+                "eager_iterations": self.eager_iterations, "failed": self.failed}
+
+    def describe(self) -> str:
+        if self.failed is not None:
+            return (f"gankit: CUDA graph: capture failed ({self.failed}); {self.eager_iterations} iterations "
+                    f"ran eagerly after {self.warmups} warm-up iterations")
+        return (f"gankit: CUDA graph: captured {self.captures} time{'s' if self.captures != 1 else ''}, "
+                f"{self.replays} iterations replayed, {self.warmups} warm-up iterations eager")
 
     def reset(self) -> None:
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -187,34 +265,42 @@ class GraphedIteration:
         for opt in self.optimizers:
             configure_optimizer(opt, fused=True, capturable=False)
 
-    def __call__(self, reals: list[torch.Tensor], noises: list[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, reals: list[torch.Tensor], noises: list[torch.Tensor], measure: bool = True) -> torch.Tensor:
+        """The iteration's statistics; a graph always measures (measure is the eager loop's)."""
         if self.failed is not None:
-            return self.iteration(reals, noises, True)
+            self.eager_iterations += 1
+            return self.eager(reals, noises, measure)
         if self.graph is None and self.warmed < GRAPH_WARMUP:
             self.warmed += 1
+            self.warmups += 1
             return self._on_side_stream(reals, noises)
         if self.graph is None:
             try:
                 self._capture(reals, noises)
-            except Exception as exc:  # a capture can fail on anything that syncs or allocates oddly
-                self.failed = " ".join(str(exc).split())[:300]
-                self.graph = None
-                torch.cuda.synchronize()
-                for opt in self.optimizers:
-                    configure_optimizer(opt, fused=True, capturable=False)
-                self.on_fallback(f"gankit: CUDA graph capture failed ({self.failed}); continuing eagerly")
-                return self.iteration(reals, noises, True)
+            except Exception as exc:
+                if not is_capture_error(exc):
+                    first = first_error(exc)
+                    if first is exc:
+                        raise
+                    raise first from None  # what failed, not CUDA's complaint that the capture then ended badly
+                self._fall_back(exc)
+                self.eager_iterations += 1
+                return self.eager(reals, noises, measure)
         for buffer, x in zip(self.static_reals + self.static_noises, reals + noises, strict=True):
             buffer.copy_(x)
         self.graph.replay()
+        self.replays += 1
         return self.static_out.clone()  # the next replay overwrites static_out
 
     def _on_side_stream(self, reals: list[torch.Tensor], noises: list[torch.Tensor]) -> torch.Tensor:
         main = torch.cuda.current_stream()
         self.stream.wait_stream(main)  # the inputs were made on the main stream
+        for x in reals + noises:
+            x.record_stream(self.stream)  # read on the side stream: not handed out again before it has
         with torch.cuda.stream(self.stream):
             out = self.iteration(reals, noises, True)
         main.wait_stream(self.stream)  # later main-stream work sees the updated weights
+        out.record_stream(main)  # made on the side stream, read (and freed) on the main one
         return out
 
     def _capture(self, reals: list[torch.Tensor], noises: list[torch.Tensor]) -> None:
@@ -230,6 +316,20 @@ class GraphedIteration:
             opt.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         # The same stream as the warm-up, so the handles and workspaces it created are reused.
-        with torch.cuda.graph(graph, stream=self.stream):
+        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode=CAPTURE_ERROR_MODE):
             self.static_out = self.iteration(self.static_reals, self.static_noises, True)
         self.graph = graph
+        self.captures += 1
+
+    def _fall_back(self, exc: BaseException) -> None:
+        """After a failed capture: nothing of it is kept, and the optimisers are eager ones again.
+        (A capture only records kernels, so the weights and the optimiser state are those from
+        before it, and the same inputs are run eagerly.)"""
+        self.failed = " ".join(str(first_error(exc)).split())[:300]
+        self.graph = None
+        self.static_reals, self.static_noises, self.static_out = [], [], None
+        torch.cuda.synchronize()
+        for opt in self.optimizers:
+            configure_optimizer(opt, fused=True, capturable=False)
+            opt.zero_grad(set_to_none=True)  # gradients allocated in the failed capture's pool
+        self.on_fallback(f"gankit: CUDA graph capture failed ({self.failed}); continuing eagerly")

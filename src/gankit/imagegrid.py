@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from gankit.files import atomic_write
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
@@ -37,12 +38,9 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np
 
 def save_png(pixels: np.ndarray, path: str | os.PathLike) -> None:
     """Write an (H, W, C) uint8 array as PNG, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> None:

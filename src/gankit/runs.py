@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gankit.errors import GankitError
+from gankit.files import atomic_write
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -62,9 +63,8 @@ def truncate_metrics(run_dir: Path, images: int) -> None:
             continue  # a line cut short by a crash
         if row.get("images", 0) <= images:
             kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

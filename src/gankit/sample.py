@@ -11,6 +11,7 @@ import torch
 from gankit import checkpoint
 from gankit.devices import resolve_device
 from gankit.errors import GankitError
+from gankit.files import atomic_write
 from gankit.imagegrid import make_grid, save_png, to_uint8
 from gankit.models import build_models
 
@@ -18,7 +19,9 @@ BATCH = 1024
 
 
 def load_generator(path_or_run: str | os.PathLike, device: str = "auto") -> tuple[torch.nn.Module, dict]:
-    """The generator of a checkpoint (or run folder), in eval mode, and the run's stored config."""
+    """The generator of a checkpoint (or run folder), in eval mode, and what else callers need of
+    the checkpoint (read once): the run's stored config, the data shape, the checkpoint's path
+    and its progress counters (images_seen, ...)."""
     path = checkpoint.resolve(path_or_run)
     record = checkpoint.load(path)
     config = checkpoint.config_of(record, path)
@@ -26,7 +29,7 @@ def load_generator(path_or_run: str | os.PathLike, device: str = "auto") -> tupl
     G, _ = build_models(config, shape)
     checkpoint.load_state(G, record["G"], "the generator", path)
     G.to(resolve_device(device)).eval()
-    return G, {"config": config, "shape": shape, "path": path}
+    return G, {"config": config, "shape": shape, "path": path, "progress": record["progress"]}
 
 
 def generate(G: torch.nn.Module, n: int, seed: int, latent_dim: int,
@@ -77,12 +80,10 @@ def sample(path_or_run: str | os.PathLike, n: int, out: str | os.PathLike, seed:
     if suffix == ".png":
         save_png(make_grid(samples), out)
     elif suffix == ".npz":
-        out.parent.mkdir(parents=True, exist_ok=True)
         # Images as uint8 (N, H, W, C) like the npz: data reader expects; toy points as float32.
         array = to_uint8(samples) if images else samples.numpy().astype(np.float32)
-        tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.npz")
-        np.savez_compressed(tmp, images=array)
-        os.replace(tmp, out)
+        with atomic_write(out, suffix=".npz") as tmp:  # numpy would append .npz to any other name
+            np.savez_compressed(tmp, images=array)
     else:
         if out.exists() and any(out.iterdir()):
             raise GankitError(f"--out {out} is a folder that is not empty; choose an empty or new folder")

@@ -7,6 +7,8 @@ Toy distributions are sampled afresh from a generator whose state is checkpointe
 On CUDA the images live on the GPU as uint8 when they fit (ImageBatches); a dataset larger than
 half the free GPU memory stays in pinned host memory and a background thread gathers the next
 minibatches ahead of the step (StreamedImageBatches): same data order, same checkpoint state.
+Every generator here is a CPU one (toy samples are copied to the device), so the data stream is
+the same on every device and a checkpoint's state resumes on any device.
 """
 
 from __future__ import annotations
@@ -85,7 +87,11 @@ class StreamedImageBatches(ImageBatches):
         self.dataset = dataset
         self.device = device
         self.pinned = device.type == "cuda"
-        self.images = dataset.images.pin_memory() if self.pinned else dataset.images  # (N, C, H, W), host
+        if self.pinned and not dataset.images.is_pinned():
+            # The dataset keeps the pinned copy in place of its pageable one (which is freed), so
+            # the images are held in host memory once, not twice.
+            dataset.images = dataset.images.pin_memory()
+        self.images = dataset.images  # (N, C, H, W), host
         self.seed = seed
         self.position = 0
         self.depth = depth
@@ -149,14 +155,26 @@ def _offer(ready: queue.Queue, item, stop: threading.Event) -> None:
             continue
 
 
+def toy_seed(seed: int) -> int:
+    """The toy batches' generator's seed for --seed."""
+    return seed * 1_000_003 + 7
+
+
 class ToyBatches:
+    """Samples of a toy distribution, drawn on the CPU (a few numbers per row) and copied to the
+    device from pinned memory without waiting."""
+
     def __init__(self, dataset: ToyDataset, seed: int, device: torch.device):
         self.dataset = dataset
-        self.generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 7)
+        self.device = device
+        self.generator = torch.Generator().manual_seed(toy_seed(seed))
 
     def next(self, m: int, share: slice | None = None) -> torch.Tensor:
-        x = self.dataset.sample(m, self.generator)  # (m, dim)
-        return x if share is None else x[share]
+        x = self.dataset.sample(m, self.generator)  # (m, dim), on the CPU
+        x = x if share is None else x[share]
+        if self.device.type == "cpu":
+            return x
+        return x.pin_memory().to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -1,26 +1,30 @@
 """Fashion-MNIST and MNIST: find the four IDX files locally, or download them with SHA-256 checks.
 
-Search order (the first directory holding all four files wins): --data-dir and --data-dir/NAME;
-$GANKIT_DATA and $GANKIT_DATA/NAME; the user cache $XDG_CACHE_HOME/gankit/NAME (default
-~/.cache/gankit/NAME); system directories (Debian's dataset-fashion-mnist). Downloads go to
---data-dir if given, else the user cache, and are moved into place only once their SHA-256 matches.
-Files found locally are trusted as they are (a user may have uncompressed them).
+A folder the user names is used or refused, never passed over: with --data-dir DIR (else
+$GANKIT_DATA=DIR) the files are looked for in DIR and DIR/NAME only, the first of the two holding
+all four wins, and a folder there holding some of the files but not all is an error that lists
+the missing ones (unless they are what an interrupted download left, which is then completed).
+Without either, the search order is the user cache $XDG_CACHE_HOME/gankit/NAME (default
+~/.cache/gankit/NAME), then system directories (Debian's dataset-fashion-mnist). Downloads go to
+--data-dir DIR, else $GANKIT_DATA/NAME, else the user cache, and are moved into place only once
+their SHA-256 matches. Files found locally are trusted as they are (a user may have uncompressed
+them); one that is not a valid IDX file is an error naming it.
 """
 
 from __future__ import annotations
 
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+from gankit.cache import cache_dir
 from gankit.data.idx import read_idx_images, read_idx_labels
 from gankit.errors import DataError
-from gankit.files import sha256
+from gankit.files import atomic_write, sha256
 
 NAMES = ("fashion-mnist", "mnist")
 SPLITS = ("train", "test")
@@ -52,24 +56,32 @@ SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")], "mn
 TIMEOUT = 30.0  # seconds per connection attempt / read
 
 
-def cache_dir(name: str) -> Path:
-    """The user cache for `name`: $XDG_CACHE_HOME/gankit/NAME, default ~/.cache/gankit/NAME."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    if not base or not os.path.isabs(base):  # the XDG spec says to ignore relative paths
-        base = Path.home() / ".cache"
-    return Path(base) / "gankit" / name
-
-
 def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Where the files are looked for, in order."""
+    """Where the files are looked for, in order: the folder the user named and its NAME
+    subfolder, and nowhere else; without one, the user cache and the system directories."""
     _check_name(name)
-    dirs: list[Path] = []
+    given = _given(data_dir)
+    if given is not None:
+        return [given[0], given[0] / name]
+    return [cache_dir(name)] + list(SYSTEM_DIRS.get(name, []))
+
+
+def _given(data_dir: str | os.PathLike | None) -> tuple[Path, str] | None:
+    """(the folder the user named, how it was named): --data-dir, else $GANKIT_DATA; or None."""
     if data_dir is not None:
-        dirs += [Path(data_dir), Path(data_dir) / name]
+        return Path(data_dir), f"--data-dir {data_dir}"
     if os.environ.get("GANKIT_DATA"):
-        env = Path(os.environ["GANKIT_DATA"])
-        dirs += [env, env / name]
-    return dirs + [cache_dir(name)] + list(SYSTEM_DIRS.get(name, []))
+        return Path(os.environ["GANKIT_DATA"]), f"$GANKIT_DATA ({os.environ['GANKIT_DATA']})"
+    return None
+
+
+def _download_target(name: str, data_dir: str | os.PathLike | None) -> Path:
+    """--data-dir itself; $GANKIT_DATA/NAME (one $GANKIT_DATA serves both datasets); the user cache."""
+    if data_dir is not None:
+        return Path(data_dir)
+    if os.environ.get("GANKIT_DATA"):
+        return Path(os.environ["GANKIT_DATA"]) / name
+    return cache_dir(name)
 
 
 def _stems() -> list[str]:
@@ -104,7 +116,7 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     found = find_files(name, data_dir)
     if found is not None:
         return found
-    target = Path(data_dir) if data_dir is not None else cache_dir(name)
+    target = _download_target(name, data_dir)
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -125,33 +137,43 @@ def _download_checked(name: str, filename: str, expected: str, dest: Path,
     mismatch: str | None = None
     for base in MIRRORS[name]:
         url = base + filename
-        # A temporary file in the same directory: os.replace is then atomic, and nothing
-        # unverified ever carries the final name.
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=dest.parent)
-            os.close(fd)
-        except OSError as exc:
-            raise DataError(f"cannot write into {dest.parent}: {exc.strerror or exc}; pass --data-dir "
-                            f"DIR with a writable DIR") from None
-        tmp = Path(tmp_name)
-        try:
-            try:
-                _download(url, tmp, TIMEOUT)
-            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-                failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
-                continue
-            actual = sha256(tmp)
-            if actual != expected:
-                mismatch = (f"checksum mismatch for {url}: expected SHA-256 {expected}, got {actual}; "
-                            f"the download was discarded, try again later")
-                continue
-            os.replace(tmp, dest)
+            # Renamed to dest only if the block completes: nothing unverified carries the final name.
+            with atomic_write(dest) as tmp:
+                _download_verified(url, tmp, expected)
             return
-        finally:
-            tmp.unlink(missing_ok=True)
+        except _Unreachable as exc:
+            failures.append(str(exc))
+        except _Mismatch as exc:
+            mismatch = str(exc)
     if mismatch is not None:
         raise DataError(mismatch)
     raise DataError(_not_found_message(name, data_dir, failures[-1] if failures else "no mirror"))
+
+
+class _Unreachable(Exception):
+    """A mirror did not serve the file; the next one is tried."""
+
+
+class _Mismatch(Exception):
+    """A mirror served the file with the wrong SHA-256; the next one is tried."""
+
+
+def _download_verified(url: str, tmp: Path, expected: str) -> None:
+    """Download url to tmp and check its SHA-256; _Unreachable or _Mismatch if it cannot be kept."""
+    try:
+        tmp.touch()
+    except OSError as exc:
+        raise DataError(f"cannot write into {tmp.parent}: {exc.strerror or exc}; pass --data-dir "
+                        f"DIR with a writable DIR") from None
+    try:
+        _download(url, tmp, TIMEOUT)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise _Unreachable(f"{url}: {getattr(exc, 'reason', None) or exc}") from None
+    actual = sha256(tmp)
+    if actual != expected:
+        raise _Mismatch(f"checksum mismatch for {url}: expected SHA-256 {expected}, got {actual}; "
+                        f"the download was discarded, try again later")
 
 
 def _not_found_message(name: str, data_dir: str | os.PathLike | None, reason: str) -> str:
@@ -172,6 +194,7 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
         raise DataError(f"unknown split {split!r} for {name}; use train or test")
     directory = find_files(name, data_dir)
     if directory is None:
+        _refuse_incomplete(name, data_dir, download)
         if not download:
             raise DataError(_not_found_message(name, data_dir, "downloads disabled"))
         directory = fetch(name, data_dir)
@@ -185,6 +208,43 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
     if len(images) == 0:
         raise DataError(f"{image_file} holds no images")
     return images, labels, f"{image_file}, {label_file}"
+
+
+def _refuse_incomplete(name: str, data_dir: str | os.PathLike | None, download: bool) -> None:
+    """DataError if the folder the user named (or its NAME subfolder) holds some of the four
+    files but not all: which are missing, where gankit looked, and which of those present cannot
+    be read. Not for what an interrupted download left there (verified .gz files only), which
+    fetch completes."""
+    given = _given(data_dir)
+    if given is None:
+        return
+    folder, named = given
+    target = _download_target(name, data_dir)
+    for directory in (folder, folder / name):
+        present = {stem: path for stem in _stems() if (path := _file(directory, stem)) is not None}
+        if not present:
+            continue
+        if download and directory == target and all(_verified_download(name, p) for p in present.values()):
+            continue  # fetch downloads the rest
+        missing = [stem for stem in _stems() if stem not in present]
+        unreadable = []
+        for stem, path in present.items():
+            try:
+                (read_idx_labels if "labels" in stem else read_idx_images)(path)
+            except DataError as exc:
+                unreadable.append(str(exc))
+        raise DataError(
+            f"{name}: {directory} (from {named}) holds {', '.join(p.name for p in present.values())} but not "
+            f"{', '.join(missing)} (plain or .gz); gankit looked in {folder} and {folder / name}, and uses a folder "
+            f"given this way only when it holds all four files."
+            + (f" Also: {' '.join(unreadable)}." if unreadable else "")
+            + f" Put the missing files there, or download them with: gankit data fetch {name} --data-dir {directory}")
+
+
+def _verified_download(name: str, path: Path) -> bool:
+    """Whether path is one of the .gz files as the mirrors serve them (SHA-256 checked)."""
+    expected = SHA256[name].get(path.name)
+    return expected is not None and sha256(path) == expected
 
 
 def info(name: str, data_dir: str | os.PathLike | None = None) -> dict:

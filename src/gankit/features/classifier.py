@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gankit import checkpoint
-from gankit.data.mnist import cache_dir
+from gankit.cache import cache_dir
 from gankit.errors import GankitError
 
 RECIPE = {"arch": "cnn-2conv-128", "epochs": 10, "batch_size": 128, "optimizer": "adam", "lr": 1e-3,

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gankit import checkpoint
-from gankit.data.mnist import cache_dir
+from gankit.cache import cache_dir
 from gankit.errors import GankitError
-from gankit.files import sha256
+from gankit.files import atomic_write, sha256
 
 WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                "weights-inception-2015-12-05-6726825d.pth")
@@ -217,25 +217,21 @@ def _cached_or_download() -> Path:
     target = cache_dir("weights") / WEIGHTS_URL.rsplit("/", 1)[1]
     if target.is_file():
         return target
-    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(WEIGHTS_URL, timeout=60) as response, open(tmp, "wb") as out:
-            while block := response.read(1 << 20):
-                out.write(block)
+        with atomic_write(target) as tmp:  # moved into place only once its hash is checked
+            with urllib.request.urlopen(WEIGHTS_URL, timeout=60) as response, open(tmp, "wb") as out:
+                while block := response.read(1 << 20):
+                    out.write(block)
+            digest = sha256(tmp)
+            if not digest.startswith(WEIGHTS_SHA256_PREFIX):
+                raise GankitError(f"checksum mismatch for {WEIGHTS_URL}: SHA-256 {digest} does not start with "
+                                  f"{WEIGHTS_SHA256_PREFIX}; the download was discarded")
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        tmp.unlink(missing_ok=True)
         raise GankitError(
             f"the FID Inception weights are not here and could not be downloaded ({getattr(exc, 'reason', exc)}). "
             f"Download {WEIGHTS_URL} (or pytorch-fid's pt_inception-2015-12-05-6726825d.pth) on a machine "
             f"with network access and pass it with --inception-weights PATH, or put it at {target}"
         ) from None
-    digest = sha256(tmp)
-    if not digest.startswith(WEIGHTS_SHA256_PREFIX):
-        tmp.unlink(missing_ok=True)
-        raise GankitError(f"checksum mismatch for {WEIGHTS_URL}: SHA-256 {digest} does not start with "
-                          f"{WEIGHTS_SHA256_PREFIX}; the download was discarded")
-    os.replace(tmp, target)
     return target
 
 

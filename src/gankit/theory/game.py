@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from gankit.data.toy import TOY_DISTRIBUTIONS
+from gankit.distributed import BothInputs
 from gankit.errors import ConfigError
 from gankit.files import write_json
-from gankit.losses import discriminator_loss, generator_loss
 from gankit.models.mlp import MLPDiscriminator
 from gankit.theory import oned, plots, say
 from gankit.theory.optimal_d import DATA_1D
+from gankit.train import iteration
 
 
 def run(out: str | Path, seed: int = 0, data: str = "gauss1d", iterations: int = 3000, k: int = 1,
@@ -80,18 +81,14 @@ def _run(out, seed, data, iterations, k, batch, lr, lr_g, d_pretrain, panel_c, e
     oned.train_discriminator(D, real, fake, d_pretrain, batch, lr, decay=False)
     panels["b"] = measure(0)
     history = [panels["b"]]
+    G_step, D_step = G, BothInputs(D)  # one process: the players themselves (distributed.wrap)
     for it in range(1, iterations + 1):
-        for _ in range(k):
-            loss_d = discriminator_loss(D(real(batch)), D(fake(batch)))
-            opt_D.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_D.step()
-        D.requires_grad_(False)
-        loss_g = generator_loss(D(G(noise(batch))), g_loss)
-        opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_G.step()
-        D.requires_grad_(True)
+        # Algorithm 1 as the training loop runs it: k real and k + 1 noise minibatches, drawn in
+        # that order (for k = 1, the order of drawing each where it is used), k D steps, a G step.
+        reals = [real(batch) for _ in range(k)]
+        noises = [noise(batch) for _ in range(k + 1)]
+        iteration(G, D, opt_G, opt_D, reals, noises, G_step=G_step, D_step=D_step, g_loss=g_loss,
+                  measure=False)
         if it % every == 0 or it in (panel_c, iterations):
             row = measure(it)
             history.append(row)
@@ -104,32 +101,8 @@ def _run(out, seed, data, iterations, k, batch, lr, lr_g, d_pretrain, panel_c, e
 
     titles = {"a": "(a) start", "b": f"(b) D trained {d_pretrain} steps",
               "c": f"(c) after {panel_c} iterations: G moves", "d": f"(d) after {iterations} iterations"}
-    fig, axes = plots.figure(1, 4, width=3.6)
-    for ax, (key, row) in zip(axes, panels.items(), strict=True):
-        d_star = oned.optimal_discriminator(p, row["_q"])
-        plots.density_panel(ax, x, p, row["_q"], row["_d"], d_star,
-                            f"{titles[key]}\nJSD {row['jsd']:.3f}, V {row['value']:.3f}")
-        ax.set_xlim(float(x[0]), float(x[-1]))
-    plots.save(fig, out / "game.png")
-
-    its = [r["iteration"] for r in history]
-    fig, axes = plots.figure(1, 3, width=4.0)
-    axes[0].plot(its, [r["value"] for r in history], color="blue", label="V(D, G)")
-    axes[0].plot(its, [r["max_value"] for r in history], color="red", alpha=0.6, label="-log 4 + 2 JSD = max_D V")
-    axes[0].axhline(-oned.LOG4, color="black", linestyle=":", label="-log 4")
-    axes[0].set_title("value", fontsize=10)
-    axes[1].plot(its, [r["jsd"] for r in history], color="green")
-    axes[1].set_yscale("log")
-    axes[1].set_title("JSD(p_data || p_G), nats", fontsize=10)
-    axes[2].plot(its, [r["d_real"] for r in history], color="black", label="mean D(x)")
-    axes[2].plot(its, [r["d_fake"] for r in history], color="green", label="mean D(G(z))")
-    axes[2].axhline(0.5, color="grey", linestyle=":", label="1/2")
-    axes[2].set_title("D on real and generated samples", fontsize=10)
-    for ax in (axes[0], axes[2]):
-        ax.legend(fontsize=7)
-    for ax in axes:
-        ax.set_xlabel("iteration")
-    plots.save(fig, out / "game-curves.png")
+    _draw_panels(out / "game.png", x, p, panels, titles)
+    _draw_curves(out / "game-curves.png", history)
 
     def public(row: dict) -> dict:
         return {k: v for k, v in row.items() if not k.startswith("_")}
@@ -152,6 +125,39 @@ def _run(out, seed, data, iterations, k, batch, lr, lr_g, d_pretrain, panel_c, e
               f"(start {panels['a']['jsd']:.4f}); D(x) {final['d_real']:.3f}, D(G(z)) {final['d_fake']:.3f}\n"
               f"wrote {out / 'game.png'}, {out / 'game-curves.png'} and {out / 'results.json'}")
     return results
+
+
+def _draw_panels(path: Path, x: torch.Tensor, p: torch.Tensor, panels: dict, titles: dict) -> None:
+    """Fig. 1 of the paper: p_data, p_G, D and D* at the four moments of the game."""
+    fig, axes = plots.figure(1, 4, width=3.6)
+    for ax, (key, row) in zip(axes, panels.items(), strict=True):
+        d_star = oned.optimal_discriminator(p, row["_q"])
+        plots.density_panel(ax, x, p, row["_q"], row["_d"], d_star,
+                            f"{titles[key]}\nJSD {row['jsd']:.3f}, V {row['value']:.3f}")
+        ax.set_xlim(float(x[0]), float(x[-1]))
+    plots.save(fig, path)
+
+
+def _draw_curves(path: Path, history: list[dict]) -> None:
+    """V against -log 4 (and max_D V), the JSD, and mean D(x), D(G(z)) over training."""
+    its = [r["iteration"] for r in history]
+    fig, axes = plots.figure(1, 3, width=4.0)
+    axes[0].plot(its, [r["value"] for r in history], color="blue", label="V(D, G)")
+    axes[0].plot(its, [r["max_value"] for r in history], color="red", alpha=0.6, label="-log 4 + 2 JSD = max_D V")
+    axes[0].axhline(-oned.LOG4, color="black", linestyle=":", label="-log 4")
+    axes[0].set_title("value", fontsize=10)
+    axes[1].plot(its, [r["jsd"] for r in history], color="green")
+    axes[1].set_yscale("log")
+    axes[1].set_title("JSD(p_data || p_G), nats", fontsize=10)
+    axes[2].plot(its, [r["d_real"] for r in history], color="black", label="mean D(x)")
+    axes[2].plot(its, [r["d_fake"] for r in history], color="green", label="mean D(G(z))")
+    axes[2].axhline(0.5, color="grey", linestyle=":", label="1/2")
+    axes[2].set_title("D on real and generated samples", fontsize=10)
+    for ax in (axes[0], axes[2]):
+        ax.legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("iteration")
+    plots.save(fig, path)
 
 
 class AffineGenerator(nn.Module):

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from gankit.files import atomic_write
+
 DATA = {"color": "black", "linestyle": ":", "linewidth": 2.0}
 GENERATOR = {"color": "green", "linewidth": 1.5}
 DISCRIMINATOR = {"color": "blue", "linestyle": "--", "linewidth": 1.5}
@@ -27,10 +29,8 @@ def figure(rows: int, cols: int, width: float = 4.2, height: float = 3.2) -> tup
 def save(fig: Figure, path: str | os.PathLike) -> Path:
     """Write the PNG atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_write(path, suffix=".png") as tmp:  # savefig picks the format by the suffix
+        fig.savefig(tmp, dpi=110)
     return path
 
 

@@ -23,7 +23,7 @@ import torch
 from gankit import runs
 from gankit.config import TrainConfig
 from gankit.errors import ConfigError
-from gankit.evaluate import evaluate
+from gankit.evaluate import EvalProtocol, evaluate
 from gankit.files import write_json
 from gankit.losses import G_LOSSES, generator_loss
 from gankit.theory import plots, say
@@ -93,8 +93,8 @@ def run(out: str | Path, seed: int = 0, seeds: int = 3, toy_iterations: int = 20
                 train(config, run_dir, overwrite=True, stream=io.StringIO())
                 outcome = None
                 if image_data in CLASSIFIER_DATA:
-                    metrics = evaluate(run_dir, FID_SAMPLES, "classifier", seed=s, data_dir=data_dir,
-                                       log=log or io.StringIO())["metrics"]
+                    protocol = EvalProtocol(n_samples=FID_SAMPLES, seed=s, data_dir=data_dir)
+                    metrics = evaluate(run_dir, protocol, log=log or io.StringIO())["metrics"]
                     outcome = {"fid_classifier": metrics["fid"], "n_samples": FID_SAMPLES}
                 record["images"]["runs"].append({"g_loss": kind, "seed": s, **_early(run_dir, first),
                                                  "outcome": outcome})

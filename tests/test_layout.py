@@ -1,0 +1,31 @@
+"""The code's shape, as docs/architecture.md states it: short functions, and a training loop with
+no nested functions (its helpers take explicit arguments)."""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).parents[1] / "src" / "gankit"
+MAX_LINES = 120
+
+
+def _functions(tree: ast.AST):
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def test_no_function_is_longer_than_a_screenful_or_two():
+    long = []
+    for path in sorted(SRC.rglob("*.py")):
+        for fn in _functions(ast.parse(path.read_text())):
+            length = fn.end_lineno - fn.lineno + 1
+            if length > MAX_LINES:
+                long.append(f"{path.relative_to(SRC)}:{fn.lineno} {fn.name} ({length} lines)")
+    assert not long, f"functions over {MAX_LINES} lines: {long}"
+
+
+def test_the_training_loop_has_no_nested_functions_and_no_nonlocal():
+    tree = ast.parse((SRC / "train.py").read_text())
+    nested = [f"{outer.name} > {inner.name}" for outer in _functions(tree)
+              for inner in _functions(outer) if inner is not outer]
+    nested += [f"lambda at line {n.lineno}" for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
+    assert not nested, f"nested definitions in train.py: {nested}"
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Nonlocal)]
