@@ -17,7 +17,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,tensorboard,export]"
 	# torch-fidelity is the reference for the Inception tests. Its dependency torchvision is not
 	# needed by the module we compare against, and does not import beside the CPU torch.
 	$(BIN)/python -m pip install -q --no-deps torch-fidelity==0.4.0
@@ -32,6 +32,15 @@ apt_fashion_mnist = if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v 
 		$(1); \
 	fi
 
+# Debian's chromium for the browser test of `gankit report` (tests/test_report.py), installed as
+# above where apt-get can; elsewhere that test skips and says why.
+apt_chromium = if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium (for the report's browser test)"; \
+		apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } || \
+		echo "apt-get could not install chromium; the browser test will skip"; \
+	fi
+
 # Fashion-MNIST: Debian's dataset-fashion-mnist where apt-get can install it, else the official
 # mirrors (SHA-256 checked) through `gankit data fetch`.
 data: $(STAMP)
@@ -41,11 +50,14 @@ data: $(STAMP)
 demo: data
 	$(BIN)/gankit train $(DEMO_ARGS) --out runs/demo --overwrite
 	$(BIN)/gankit sample runs/demo -n 64 --out runs/demo/final-samples.png
+	$(BIN)/gankit report runs/demo
 
-# The real-data test (tests/test_data.py) needs Debian's Fashion-MNIST: installed as for `make
-# data` where that is possible; without root or apt-get the suite runs on and that test skips.
+# The real-data test (tests/test_data.py) needs Debian's Fashion-MNIST and the report's browser
+# test Debian's chromium: installed where that is possible; without root or apt-get the suite
+# runs on and those tests skip.
 test: $(STAMP)
 	@$(call apt_fashion_mnist,true)
+	@$(apt_chromium)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 

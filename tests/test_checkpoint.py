@@ -42,12 +42,15 @@ def test_a_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     checkpoint.save(path, payload())
     before = path.read_bytes()
 
-    def full_disk(*args, **kwargs):
+    def full_disk(obj, f, *args, **kwargs):  # the disk fills up half-way through the write
+        f.write(b"half a checkpoint")
+        f.flush()
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match="No space left on device.*untouched"):
+    with pytest.raises(CheckpointError, match="No space left on device.*untouched") as err:
         checkpoint.save(path, payload())
+    assert str(path) in str(err.value)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
@@ -87,8 +90,9 @@ def test_truncated_file(tmp_path):
     checkpoint.save(path, payload())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="not a readable gankit checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable gankit checkpoint") as err:
         checkpoint.load(path)
+    assert str(path) in str(err.value)
 
 
 def test_garbage_and_foreign_files(tmp_path):
@@ -96,8 +100,9 @@ def test_garbage_and_foreign_files(tmp_path):
     with pytest.raises(CheckpointError, match=str(tmp_path / "g.pt")):
         checkpoint.load(tmp_path / "g.pt")
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="not a gankit checkpoint"):
+    with pytest.raises(CheckpointError, match="not a gankit checkpoint") as err:
         checkpoint.load(tmp_path / "other.pt")
+    assert str(tmp_path / "other.pt") in str(err.value)
 
 
 class Exploit:
@@ -122,8 +127,9 @@ def test_newer_format_version(tmp_path):
     record = torch.load(path, weights_only=True)
     record["format_version"] = checkpoint.FORMAT_VERSION + 1
     torch.save(record, path)
-    with pytest.raises(CheckpointError, match="newer than this gankit"):
+    with pytest.raises(CheckpointError, match="newer than this gankit") as err:
         checkpoint.load(path)
+    assert str(path) in str(err.value)
 
 
 def test_missing_entries(tmp_path):
@@ -131,8 +137,9 @@ def test_missing_entries(tmp_path):
     data = payload()
     del data["opt_D"]
     checkpoint.save(path, data)
-    with pytest.raises(CheckpointError, match="missing checkpoint entries.*opt_D"):
+    with pytest.raises(CheckpointError, match="missing checkpoint entries.*opt_D") as err:
         checkpoint.load(path)
+    assert str(path) in str(err.value)
 
 
 def test_wrong_shapes_are_a_clear_error(tmp_path):
@@ -140,8 +147,9 @@ def test_wrong_shapes_are_a_clear_error(tmp_path):
     checkpoint.save(path, payload())
     record = checkpoint.load(path)
     other, _ = build_models(TrainConfig(model="mlp", g_width=16, d_width=8, latent_dim=4), (1, 28, 28))
-    with pytest.raises(CheckpointError, match="the generator does not match this model config"):
+    with pytest.raises(CheckpointError, match="the generator does not match this model config") as err:
         checkpoint.load_state(other, record["G"], "the generator", path)
+    assert str(path) in str(err.value)
 
 
 def test_resolve(tmp_path):

@@ -92,8 +92,10 @@ def test_bad_flags_exit_1(capsys):
 
 
 def test_existing_run_is_refused_without_overwrite(trained, capsys):
+    before = (trained / "checkpoints" / "last.pt").read_bytes()
     assert main(["train", "--data", "toy:ring8", "--model", "mlp", "--out", str(trained)]) == 1
     assert "already exists" in capsys.readouterr().err
+    assert (trained / "checkpoints" / "last.pt").read_bytes() == before
 
 
 def test_python_dash_m_and_help():

@@ -7,7 +7,6 @@ import gzip
 import math
 import shutil
 import struct
-import time
 import tracemalloc
 import urllib.error
 import zipfile
@@ -158,18 +157,19 @@ def test_trailing_bytes(tmp_path, gz):
 
 
 @pytest.mark.parametrize("gz", [False, True])
-def test_a_header_claiming_10_to_the_12_images_fails_fast_without_allocating(tmp_path, gz):
+def test_a_header_claiming_10_to_the_12_images_is_refused_without_allocating(tmp_path, gz):
     # 10**6 x 10**6 one-byte items (the most a 2-D header can claim is ~1.8e19): 1 TB claimed.
+    # What is checked is memory, not time: a reader that allocated what the header claims, or
+    # read more than the file holds, would exceed the 16 MiB peak. (No time limit: tracemalloc
+    # slows every allocation, and a loaded machine is slow.)
     path = write(tmp_path / "huge", idx_header(0x08, (10**6, 10**6)) + b"\x00" * 4096, gz)
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(DataError, match="is truncated: .*1000000000000 payload bytes"):
             read_idx(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 2.0
     assert peak < 16 * 2**20  # numpy and Python allocations are both traced
 
 
@@ -194,33 +194,45 @@ def test_arbitrary_bytes_give_an_array_or_a_data_error(tmp_path, data, gz):
     path = write(tmp_path / "fuzz", data, gz)
     try:
         out = read_idx(path)
-    except DataError:
+    except DataError as exc:
+        assert str(path) in str(exc)
         return
     assert isinstance(out, np.ndarray) and 1 <= out.ndim <= 4
 
 
-_VALID_GZ = gzip.compress(idx_bytes(np.arange(5 * 28 * 28).astype(np.uint8).reshape(5, 28, 28)))
+_VALID_IMAGES = np.arange(5 * 28 * 28).astype(np.uint8).reshape(5, 28, 28)
+_VALID_GZ = gzip.compress(idx_bytes(_VALID_IMAGES))
 
 
-@pytest.mark.slow  # fuzzing
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cut=st.integers(min_value=0, max_value=len(_VALID_GZ) - 1))
-def test_every_truncation_of_a_gzipped_idx_file_is_a_data_error(tmp_path, cut):
+def test_every_truncation_of_a_gzipped_idx_file_is_a_data_error(tmp_path):
     # The gzip trailer (CRC and size) is the last 8 bytes, so every strict prefix is damaged.
-    with pytest.raises(DataError):
-        read_idx_images(write(tmp_path / "cut.gz", _VALID_GZ[:cut]))
+    # All of them (a few hundred), not a sample: each read takes well under a millisecond.
+    path = tmp_path / "cut.gz"
+    for cut in range(len(_VALID_GZ)):
+        path.write_bytes(_VALID_GZ[:cut])
+        with pytest.raises(DataError) as err:
+            read_idx_images(path)
+        assert str(path) in str(err.value), (cut, str(err.value))
 
 
 @pytest.mark.slow  # fuzzing
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(position=st.integers(min_value=0, max_value=len(_VALID_GZ) - 1), value=st.integers(0, 255))
-def test_corrupted_gzip_bytes_give_an_array_or_a_data_error(tmp_path, position, value):
+def test_corrupted_gzip_bytes_give_the_original_array_or_a_data_error(tmp_path, position, value):
+    # One byte changed: either the reader notices (a bad header, a broken deflate stream, a CRC
+    # or length mismatch in the trailer: a DataError naming the file), or the byte was one gzip
+    # does not check (the value it had, the time stamp, the OS byte) and the images are the
+    # original ones. Never different images: the CRC-32 covers every uncompressed byte.
+    # (Tried once for every position and all 256 values, on this file: no third outcome.)
     damaged = bytearray(_VALID_GZ)
     damaged[position] = value
+    path = write(tmp_path / "bit.gz", bytes(damaged))
     try:
-        read_idx(write(tmp_path / "bit.gz", bytes(damaged)))
-    except DataError:
-        pass
+        out = read_idx(path)
+    except DataError as exc:
+        assert str(path) in str(exc)
+        return
+    assert np.array_equal(out, _VALID_IMAGES) and out.dtype == np.uint8
 
 
 # --- (Fashion-)MNIST discovery -----------------------------------------------------------------
@@ -765,9 +777,14 @@ def test_a_lying_npy_header_is_refused_before_allocating(tmp_path):
 def test_arbitrary_array_files_give_a_dataset_or_a_data_error(tmp_path, data):
     path = write(tmp_path / "fuzz.npy", b"\x93NUMPY" + data)
     try:
-        load_npz(path)
-    except DataError:
-        pass
+        loaded = load_npz(path)
+    except DataError as exc:
+        assert str(path) in str(exc)
+        return
+    # It loaded (random bytes would have to make a valid header): then it holds the images
+    # numpy reads from the file, (N, H, W) or (N, H, W, C) as (N, C, H, W).
+    array = np.load(path, allow_pickle=False)
+    assert loaded.images.shape[0] == array.shape[0] and tuple(loaded.images.shape[2:]) == array.shape[1:3]
 
 
 # --- names -----------------------------------------------------------------------------------
@@ -901,8 +918,14 @@ def test_a_lying_header_inside_an_npz_or_npy_is_refused_before_allocating(tmp_pa
         import zipfile
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("images.npy", lying)
-    with pytest.raises(DataError, match=r"claims shape \(1000000000000, 8, 8\)"):
-        load_dataset(f"npz:{path}")
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"claims shape \(1000000000000, 8, 8\)"):
+            load_dataset(f"npz:{path}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, "refused before allocating: 64 TB claimed, under 16 MiB allocated"
 
 
 def test_fortran_order_and_several_arrays(tmp_path):

@@ -698,7 +698,15 @@ def test_cuda_graphs_train_like_eager(tmp_path, monkeypatch, precision):
     assert len(events) == 1 and events[0]["captures"] == 1 and events[0]["replays"] == 12 - GRAPH_WARMUP
     eager, graph = ([r for r in rows(tmp_path / r) if "event" not in r] for r in ("eager", "graph"))
     assert [r["images"] for r in graph] == [r["images"] for r in eager]
-    tolerance = 1e-3 if precision == "fp32" else 5e-2
+    # The graph replays the kernels of the eager iteration on the same inputs (same data order,
+    # same noise, the warm-ups eager): the arithmetic is the same, in bf16 as in fp32. What may
+    # differ is the order of float32 atomic additions in cuDNN's backward kernels, a last-bit
+    # difference; where a value then rounds to bf16 on the other side of a boundary it moves by
+    # one bf16 ulp, 2^-7 relative at most, and the statistics are means over the batch. So bf16
+    # is allowed one bf16 ulp (2^-7 = 0.0078, relative above 1) where it was allowed 5e-2, over
+    # six ulps, which the same arithmetic should not produce. (Reasoned, not yet measured on a GPU:
+    # if the first GPU run fails here, the printed row says by how much.)
+    tolerance = 1e-3 if precision == "fp32" else 2**-7
     for a, b in zip(eager, graph, strict=True):
         for name in STAT_NAMES:
             assert abs(a[name] - b[name]) <= tolerance * max(1.0, abs(a[name])), (name, a, b)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import gankit
-from gankit.config import DEVICES, MODELS, ON_NAN, OPTIMIZERS, SYNC_BN, TrainConfig
+from gankit.config import DEVICES, MODELS, ON_NAN, OPTIMIZERS, SYNC_BN, TENSORBOARD, TrainConfig
 from gankit.errors import GankitError
 from gankit.losses import G_LOSSES
 
@@ -58,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_train(commands)
     _add_sample(commands)
+    _add_after_training(commands)
     _add_eval(commands)
+    _add_report(commands)
+    _add_tensorboard(commands)
     _add_data(commands)
     _add_theory(commands)
     _add_bench(commands)
@@ -117,6 +120,8 @@ def _add_train(commands) -> None:
     opt("eval_every", int, "images between evaluations (FID etc. for images, mode metrics for toys); "
         "the run keeps checkpoints/best.pt by FID next to last.pt")
     opt("eval_samples", int, "generated samples per evaluation during training")
+    opt("tensorboard", str, "on: TensorBoard event files in RUN/tensorboard/ when tensorboard is installed "
+        "(pip install 'gankit[tensorboard]'); off: none", choices=TENSORBOARD)
     g = p.add_argument_group("speed (how the arithmetic is done, not what is trained)")
     opt("precision", str, "fp32; tf32: TF32 tensor cores on CUDA, plain fp32 on the CPU; "
         "bf16: bfloat16 autocast for the forward passes, losses in fp32", choices=PRECISIONS)
@@ -200,6 +205,95 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- after training: interpolate, animate, export, nearest (issue 18) ---------------------------
+
+def _add_after_training(commands) -> None:
+    p = commands.add_parser(
+        "interpolate", help="a walk through z between the noise of some seeds (GIF, PNG or npz)",
+        description="Walk through the noise space from seed to seed. Seed s is the noise of "
+        "`gankit sample --seed s -n 1`, so a key frame is that sample pixel for pixel. "
+        "A GIF loops back to the first seed; a PNG has one row per pair of seeds, both ends included.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    p.add_argument("--seeds", default="0,1,2,3", help="comma-separated seeds to visit (default: 0,1,2,3)")
+    p.add_argument("--frames", type=int, default=48, help="frames from one seed to the next (default: 48)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="FILE.gif (looping animation), FILE.png (grid) or FILE.npz (frames, z)")
+    p.add_argument("--linear", action="store_true", help="linear interpolation (default: spherical)")
+    p.add_argument("--fps", type=float, default=12.0, help="GIF frames per second (default: 12)")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.set_defaults(run=_cmd_interpolate)
+
+    p = commands.add_parser(
+        "animate", help="the run's snapshot grids as a GIF, labelled with the images seen",
+        description="One looping GIF of RUN/samples/*.png (G of the same noise at each snapshot), "
+        "each frame labelled with the images seen when it was drawn.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, required=True, help="FILE.gif")
+    p.add_argument("--fps", type=float, default=2.0, help="frames per second (default: 2)")
+    p.set_defaults(run=_cmd_animate)
+
+    p = commands.add_parser(
+        "export", help="the generator alone (ONNX, TorchScript or safetensors) with config and model card",
+        description="Write the generator to a new folder: the model file, config.json (how to rebuild "
+        "it; input z ~ N(0, I) of latent_dim, output NCHW in [-1, 1]) and MODEL_CARD.md. "
+        "onnx and safetensors need the export extra: pip install 'gankit[export]'.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
+    p.add_argument("--out", type=Path, required=True, help="a new (or empty) folder")
+    p.set_defaults(run=_cmd_export)
+
+    p = commands.add_parser(
+        "nearest", help="each sample beside its nearest training images (does G copy them?)",
+        description="Samples (as `gankit sample --seed S`) beside their k nearest training images, "
+        "searched in the evaluation's feature space and in pixel space; the header says which is "
+        "which, and the summary compares the distances with held-out real images'.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    p.add_argument("-n", type=int, default=16, help="samples (default: 16)")
+    p.add_argument("-k", type=int, default=3, help="neighbours per sample in each space (default: 3)")
+    p.add_argument("--out", type=Path, required=True, help="FILE.png")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.add_argument("--features", default="classifier", choices=("classifier", "inception"),
+                   help="feature space: classifier (fashion-mnist, mnist) or inception (default: classifier)")
+    p.add_argument("--inception-weights", metavar="PATH", help="as for gankit eval")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.set_defaults(run=_cmd_nearest)
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    from gankit.interpolate import interpolate
+
+    out = interpolate(args.checkpoint, args.seeds, args.frames, args.out, linear=args.linear,
+                      fps=args.fps, device=args.device)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_animate(args: argparse.Namespace) -> int:
+    from gankit.animate import animate
+
+    print(f"wrote {animate(args.run_dir, args.out, fps=args.fps)}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from gankit.export import FILES, export
+
+    out = export(args.checkpoint, args.format, args.out)
+    print(f"wrote {out / FILES[args.format]}, {out / 'config.json'} and {out / 'MODEL_CARD.md'}")
+    return 0
+
+
+def _cmd_nearest(args: argparse.Namespace) -> int:
+    from gankit.nearest import nearest, summary
+
+    found = nearest(args.checkpoint, args.n, args.out, k=args.k, seed=args.seed, features=args.features,
+                    inception_weights=args.inception_weights, device=args.device)
+    print(summary(found))
+    print(f"wrote {args.out}: per row the sample, its {args.k} nearest training images in "
+          f"{args.features} features, then in pixels")
+    return 0
+
+
 # --- eval --------------------------------------------------------------------------------------
 
 def _add_eval(commands) -> None:
@@ -208,8 +302,13 @@ def _add_eval(commands) -> None:
     p = commands.add_parser(
         "eval", help="score a trained generator (FID, KID, precision/recall, density/coverage)",
         description="Generate samples and compare them with the dataset's reference split in the "
-        "features of an extractor; toy runs get the mode metrics or the 1-D JSD instead.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+        "features of an extractor; toy runs get the mode metrics or the 1-D JSD instead. "
+        "With --samples PATH --data NAME: score images made by any program (a folder of images "
+        "or an .npz (N, H, W[, C])) the same way; the Inception features add the Inception Score.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", nargs="?")
+    p.add_argument("--samples", type=Path, metavar="PATH",
+                   help="instead of a checkpoint: a folder of images or an .npz/.npy array to score")
+    p.add_argument("--data", metavar="NAME", help="with --samples: the reference dataset, fashion-mnist or mnist")
     p.add_argument("--n-samples", type=int, default=None,
                    help="generated samples (default: 10,000 for images, 2,500 for toy data)")
     p.add_argument("--features", default="classifier", choices=FEATURES,
@@ -228,14 +327,20 @@ def _add_eval(commands) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from gankit.evaluate import EvalProtocol, evaluate
+    from gankit.evaluate import EvalProtocol, evaluate, evaluate_samples
     from gankit.files import write_json
+
+    if (args.checkpoint is None) == (args.samples is None):
+        raise GankitError("give a CHECKPOINT_OR_RUN_DIR to score, or --samples PATH --data NAME; not both")
+    if (args.samples is None) != (args.data is None):
+        raise GankitError("--samples PATH and --data NAME go together (--data: the reference dataset)")
 
     protocol = EvalProtocol(features=args.features, split=args.split, n_samples=args.n_samples,
                             seed=args.seed, kid_subsets=args.kid_subsets,
                             kid_subset_size=args.kid_subset_size, data_dir=args.data_dir,
                             inception_weights=args.inception_weights)
-    record = evaluate(args.checkpoint, protocol, args.device)
+    record = evaluate_samples(args.samples, args.data, protocol) if args.samples is not None else \
+        evaluate(args.checkpoint, protocol, args.device)
     for name, value in record["metrics"].items():
         print(f"{name:>14}: {value:.6g}" if isinstance(value, float) else f"{name:>14}: {value}")
     extractor = record["protocol"].get("extractor", {})
@@ -247,6 +352,47 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, record)
         print(f"wrote {args.json}")
+    return 0
+
+
+# --- tensorboard -------------------------------------------------------------------------------
+
+def _add_tensorboard(commands) -> None:
+    p = commands.add_parser(
+        "tensorboard", help="write the TensorBoard event files of a run trained without them",
+        description="Write RUN/tensorboard/ from the run's metrics.jsonl, samples/ and config.json "
+        "(what --tensorboard on writes while training); then: tensorboard --logdir RUN/..")
+    p.add_argument("run_dir", metavar="RUN", type=Path)
+    p.set_defaults(run=_cmd_tensorboard)
+
+
+def _cmd_tensorboard(args: argparse.Namespace) -> int:
+    from gankit import tblog
+
+    path = tblog.write_for_run(args.run_dir)
+    print(f"wrote {path}; view it with: tensorboard --logdir {args.run_dir.parent}")
+    return 0
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def _add_report(commands) -> None:
+    p = commands.add_parser(
+        "report", help="one self-contained HTML file: curves, evaluations, snapshot timeline",
+        description="Write one HTML file about a run (or several, overlaid): config, training curves, "
+        "evaluations and snapshot grids, everything inline (no network), for a browser or a mail. "
+        "Works on a run that is still training.")
+    p.add_argument("run_dirs", metavar="RUN", nargs="+", type=Path, help="run folder(s)")
+    p.add_argument("--out", type=Path, metavar="FILE.html",
+                   help="where to write it (default: RUN/report.html; required with several runs)")
+    p.set_defaults(run=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from gankit.report import write_report
+
+    out = write_report(args.run_dirs, args.out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); open it in a browser: file://{out.resolve()}")
     return 0
 
 

@@ -19,12 +19,13 @@ ON_NAN = ("stop", "rollback")
 PRECISIONS = ("fp32", "tf32", "bf16")
 CUDA_GRAPHS = ("auto", "off")
 SYNC_BN = ("on", "off")
+TENSORBOARD = ("on", "off")
 
 # Fields that may differ when a run is resumed: how long, where and how often, never what is
 # trained. The speed settings are here too: they change how the arithmetic is done, not the game.
 RESUMABLE_CHANGES = frozenset(
     {"max_images", "epochs", "device", "snapshot_every", "checkpoint_every", "log_every", "on_nan", "eval_every",
-     "eval_samples", "precision", "sync_every", "cuda_graphs", "sync_bn"}
+     "eval_samples", "precision", "sync_every", "cuda_graphs", "sync_bn", "tensorboard"}
 )
 
 
@@ -63,6 +64,7 @@ class TrainConfig:
     on_nan: str = "stop"  # stop, or rollback to the last checkpoint with halved learning rates
     eval_every: int | None = None  # images between evaluations during training (None: never)
     eval_samples: int = 5000  # generated samples per evaluation during training
+    tensorboard: str = "on"  # on: RUN/tensorboard/ event files where tensorboard is installed (tblog.py)
     # speed (see fastpath.py): none of these changes what is trained
     precision: str = "tf32"  # fp32; tf32: TF32 tensor cores on CUDA (fp32 on the CPU); bf16: autocast
     sync_every: int | None = None  # iterations between reads of the statistics; None: 1 on CPU, 50 on CUDA
@@ -94,6 +96,7 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("cuda_graphs", self.cuda_graphs, CUDA_GRAPHS)
         _choice("sync_bn", self.sync_bn, SYNC_BN)
+        _choice("tensorboard", self.tensorboard, TENSORBOARD)
         for name in ("latent_dim", "k", "batch_size", "snapshot_every", "checkpoint_every",
                      "log_every", "grid_size"):
             _positive_int(name, getattr(self, name))

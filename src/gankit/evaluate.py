@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +30,16 @@ from gankit.errors import GankitError
 from gankit.features import classifier, inception
 from gankit.files import sha256
 from gankit.imagegrid import quantise as _quantise
-from gankit.metrics import density_coverage, fid, jsd_1d, kid, mode_metrics, precision_recall
+from gankit.metrics import (
+    density_coverage,
+    fid,
+    inception_score,
+    isc,
+    jsd_1d,
+    kid,
+    mode_metrics,
+    precision_recall,
+)
 from gankit.sample import generate, load_generator
 
 FEATURES = ("classifier", "inception")
@@ -137,13 +147,19 @@ def score_images(fake: torch.Tensor, config: TrainConfig, protocol: EvalProtocol
         preprocessing = ("samples quantised to uint8; grey repeated to 3 channels; TF1-compatible "
                          "bilinear resize to 299x299; (x - 128) / 128 (as torch-fidelity)")
     real_features, n_real = _reference_features(config, p.split, data_dir, model, extract, extractor)
-    fake_features = extract(model, fake)
+    logits = None
+    if p.features == "inception":
+        fake_features, logits = inception.extract_with_logits(model, fake)
+    else:
+        fake_features = extract(model, fake)
     real_np, fake_np = real_features.numpy(), fake_features.numpy()
     kid_mean, kid_std = kid(real_np, fake_np, subsets=p.kid_subsets, subset_size=p.kid_subset_size, seed=p.seed)
     precision, recall = precision_recall(real_np, fake_np, k=3)
     density, coverage = density_coverage(real_np, fake_np, k=5)
     metrics = {"fid": fid(real_np, fake_np), "kid_mean": kid_mean, "kid_std": kid_std,
                "precision": precision, "recall": recall, "density": density, "coverage": coverage}
+    if logits is not None and len(logits) >= isc.SPLITS:
+        metrics["is_mean"], metrics["is_std"] = inception_score(logits)
     record = {
         "features": p.features,
         "extractor": extractor,
@@ -157,6 +173,11 @@ def score_images(fake: torch.Tensor, config: TrainConfig, protocol: EvalProtocol
         "density_coverage_k": 5,
         "preprocessing": preprocessing,
     }
+    if "is_mean" in metrics:
+        record["inception_score"] = {
+            "logits": "1008 classes, fc without its bias (torch-fidelity's logits_unbiased)",
+            "splits": isc.SPLITS, "shuffle": f"numpy RandomState({isc.SHUFFLE_SEED})",
+            "comparable_with": "torch-fidelity's isc with its defaults"}
     return metrics, record
 
 
@@ -211,3 +232,80 @@ def _reference_features(config: TrainConfig, split: str, data_dir: str | None, m
     features = extract(model, images)
     checkpoint.save_plain(path, {"features": features})
     return features, len(features)
+
+
+# --- samples from anywhere: `gankit eval --samples PATH --data NAME` ----------------------------
+
+SAMPLE_DATASETS = ("fashion-mnist", "mnist")
+MIN_SAMPLES = 6  # the k-NN metrics need more than k = 5 samples
+
+
+def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, Any]]:
+    """uint8 (N, C, H, W) images from a folder (.png/.jpg/.jpeg, recursively, sorted; all one
+    size) or an .npz/.npy array (N, H, W[, C]), and a record of what was read and how converted.
+
+    uint8 pixels are used as given; float arrays in [0, 1] or [-1, 1] are mapped to [-1, 1] and
+    quantised as gankit's own samples are (round((x + 1) * 127.5)); an alpha channel is dropped;
+    a folder of grey images is read as 1 channel, any colour image makes it 3 (PIL's RGB)."""
+    from gankit.data.images import load_folder, load_npz
+    from gankit.errors import DataError
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            data = load_folder(path)
+        elif path.is_file():
+            data = load_npz(path)
+        else:
+            raise GankitError(f"--samples {path}: no such file or folder; give a folder of images "
+                              "or an .npz/.npy array (N, H, W[, C])")
+    except DataError as exc:
+        raise GankitError(f"--samples: {exc}") from None
+    images = data.images
+    read_as = "uint8 as given" if images.dtype == torch.uint8 else \
+        "float mapped to [-1, 1], quantised to uint8 by round((x + 1) * 127.5)"
+    if images.dtype != torch.uint8:
+        images = _quantise(images)
+    return images, {"path": str(path.resolve()), "n": len(images), "shape": list(images.shape[1:]),
+                    "read_as": read_as}
+
+
+def check_fits(images: torch.Tensor, features: str) -> str:
+    """GankitError unless uint8 (N, C, H, W) images fit the extractor; else how they are converted."""
+    c, h, w = images.shape[1:]
+    if c not in (1, 3):
+        raise GankitError(f"--samples: images with {c} channels; the extractors take 1 (grey) or 3 (RGB)")
+    if len(images) < MIN_SAMPLES:
+        raise GankitError(f"--samples: {len(images)} images; the metrics need at least {MIN_SAMPLES} "
+                          "(FID wants thousands: 10,000 is the usual count)")
+    if features == "classifier":
+        if h != w or h < 28:
+            raise GankitError(
+                f"--samples: {h}x{w} images do not fit the classifier features, which take square "
+                "images of at least 28x28 (they are averaged to one channel and resized down to "
+                "28x28); crop or pad them square, or use --features inception (any size)")
+        return ("RGB averaged to 1 channel; " if c == 3 else "") + (
+            "kept at 28x28" if h == 28 else f"resized {h}x{w} -> 28x28 (bilinear, antialiased)")
+    return ("grey repeated to 3 channels; " if c == 1 else "") + \
+        f"resized {h}x{w} -> 299x299 (TF1-compatible bilinear, as torch-fidelity)"
+
+
+def evaluate_samples(samples: str | os.PathLike, data: str, protocol: EvalProtocol,
+                     log=None) -> dict[str, Any]:
+    """Score a folder or array of images from any program against a named dataset's split, under
+    the same protocol as gankit's own runs; returns the JSON-ready record. log: sys.stderr if None."""
+    log = log or sys.stderr
+    if data not in SAMPLE_DATASETS:
+        raise GankitError(f"--data must name the reference dataset, one of {', '.join(SAMPLE_DATASETS)}; "
+                          f"got {data!r}")
+    if protocol.n_samples is not None:
+        raise GankitError("--n-samples does not apply to --samples: every image given is scored")
+    images, described = load_samples(samples)
+    described["conversion"] = check_fits(images, protocol.features)
+    print(f"gankit: {described['n']} samples {'x'.join(map(str, described['shape']))} (C x H x W) from "
+          f"{described['path']}: {described['read_as']}; {described['conversion']}", file=log)
+    config = TrainConfig(data=data, data_dir=protocol.data_dir)
+    metrics, record = score_images(images, config, protocol, log)
+    record["samples"] = described
+    return {"samples": described["path"], "dataset": data, "gankit_version": gankit.__version__,
+            "torch_version": torch.__version__, "metrics": metrics, "protocol": record}

@@ -67,3 +67,25 @@ def scatter(points: torch.Tensor, reference: torch.Tensor | None = None, size: i
             x, y = pixel(p)
             draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=colour)
     return np.asarray(canvas)
+
+
+def save_gif(pictures: list[np.ndarray], out: str | os.PathLike, fps: float,
+             hold_last_ms: int = 0) -> None:
+    """(H, W, C) uint8 frames as a looping GIF, atomically. Grey frames keep their 256 levels
+    exactly; colour frames are quantised to one shared 256-colour palette (of up to 16 of them).
+    Pillow merges identical neighbouring frames into one of their summed duration."""
+    frames = [Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p) for p in pictures]
+    if frames[0].mode == "RGB":
+        step = max(1, len(pictures) // 16)
+        palette = Image.fromarray(np.concatenate(pictures[::step], axis=0)).quantize(256)
+        frames = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    durations = [frame_ms(fps)] * len(frames)
+    durations[-1] += hold_last_ms
+    with atomic_write(out) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], loop=0,
+                       duration=durations, optimize=False)
+
+
+def frame_ms(fps: float) -> int:
+    """A GIF frame's duration: GIF counts in hundredths of a second (browsers: at least 2)."""
+    return max(20, 10 * round(100 / fps))

@@ -3,7 +3,8 @@
 metrics.jsonl has one JSON object a line: an iteration's statistics
 ({"iteration", "images", "time", d_loss, ...}) or an event ({"event": "warning" | "eval" |
 "rollback", "images", ...}). Only rank 0 of a torchrun job writes; the others hold a MetricsLog
-of path None, which writes nowhere.
+of path None, which writes nowhere. On rank 0, MetricsLog.mirror (tblog.TensorBoardLog, with
+--tensorboard on) gets the same rows and events, and the snapshot grids.
 """
 
 from __future__ import annotations
@@ -29,14 +30,26 @@ class MetricsLog:
     def __init__(self, path: Path | None):
         self.path = path
         self.file = open(path if path is not None else os.devnull, "a")  # noqa: SIM115 (close())
+        # What else gets every row, event and snapshot (tblog.TensorBoardLog), attached once
+        # the run folder is ready; it has the same methods, plus image().
+        self.mirror: Any = None
 
     def row(self, iteration: int, images: int, time: float, stats: dict[str, float]) -> None:
         """One iteration's statistics; time: seconds since training started when it was queued."""
         self._write({"iteration": iteration, "images": images, "time": time, **stats})
+        if self.mirror is not None:
+            self.mirror.row(iteration, images, time, stats)
 
     def event(self, name: str, images: int, **fields: Any) -> None:
         """A warning, an evaluation or a rollback, at `images` images seen."""
         self._write({"event": name, "images": images, **fields})
+        if self.mirror is not None:
+            self.mirror.event(name, images, **fields)
+
+    def image(self, images: int, png: Path) -> None:
+        """A snapshot grid just written to samples/ (metrics.jsonl does not list them)."""
+        if self.mirror is not None:
+            self.mirror.image(images, png)
 
     def truncate(self, images: int) -> None:
         """Drop every line past `images` (written after the checkpoint being returned to)."""
@@ -45,12 +58,18 @@ class MetricsLog:
         self.file.close()
         runs.truncate_metrics(self.path.parent, images)
         self.file = open(self.path, "a")  # noqa: SIM115
+        if self.mirror is not None:
+            self.mirror.truncate(images)
 
     def flush(self) -> None:
         self.file.flush()
+        if self.mirror is not None:
+            self.mirror.flush()
 
     def close(self) -> None:
         self.file.close()
+        if self.mirror is not None:
+            self.mirror.close()
 
     def _write(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")

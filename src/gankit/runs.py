@@ -15,6 +15,7 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples"
 CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"  # the event files (tblog.py), where tensorboard is installed
 
 
 def prepare_new(run_dir: Path, overwrite: bool = False) -> None:
@@ -43,7 +44,7 @@ def prepare_new(run_dir: Path, overwrite: bool = False) -> None:
 def remove_stale_temp_files(run_dir: Path) -> list[Path]:
     """Delete the half-written temp files a killed process left (".last.pt.tmp-PID" and the like).
     Only the complete files they were meant to replace count; those were never touched."""
-    stale = [p for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / SAMPLES) if folder.is_dir()
+    stale = [p for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / SAMPLES, run_dir / TENSORBOARD) if folder.is_dir()
              for p in folder.glob(".*.tmp-*")]
     for path in stale:
         path.unlink(missing_ok=True)

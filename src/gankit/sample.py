@@ -21,7 +21,12 @@ BATCH = 1024
 def load_generator(path_or_run: str | os.PathLike, device: str = "auto") -> tuple[torch.nn.Module, dict]:
     """The generator of a checkpoint (or run folder), in eval mode, and what else callers need of
     the checkpoint (read once): the run's stored config, the data shape, the checkpoint's path
-    and its progress counters (images_seen, ...)."""
+    and its progress counters (images_seen, ...). A folder written by `gankit export --format
+    safetensors` is read too (its config.json rebuilds G)."""
+    from gankit import export  # import cycle: export.export() loads checkpoints through here
+
+    if export.is_export(path_or_run):
+        return export.load_export(path_or_run, device)
     path = checkpoint.resolve(path_or_run)
     record = checkpoint.load(path)
     config = checkpoint.config_of(record, path)

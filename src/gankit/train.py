@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from gankit import checkpoint, distributed, runs
+from gankit import checkpoint, distributed, runs, tblog
 from gankit.config import TrainConfig
 from gankit.data import ImageDataset, ToyDataset, load_dataset
 from gankit.data.batches import StreamedImageBatches
@@ -310,11 +310,16 @@ def open_run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDatas
     total = total_images(config, dataset)
     if world.main:
         write_config(run_dir, config, total, dataset, world.device, world.size, plan.to_dict(), state.G, state.D)
+    tensorboard_missing = world.main and config.tensorboard == "on" and not tblog.available()
+    if world.main and config.tensorboard == "on" and not tensorboard_missing:  # rewritten up to the checkpoint
+        log.mirror = tblog.TensorBoardLog(run_dir, state.images_seen)
     fixed_z = torch.randn(config.grid_size, config.latent_dim,
                           generator=torch.Generator().manual_seed(config.seed + 12_345)).to(world.device)
     end = planned_end(total, state.images_seen, config.k * config.batch_size)
-    return Run(config, plan, world, run_dir, dataset, total, log, Progress(end, start=state.images_seen, stream=stream),
-               Diagnostics(g_loss=config.g_loss), fixed_z)
+    progress = Progress(end, start=state.images_seen, stream=stream)
+    if tensorboard_missing:
+        progress.message(tblog.missing_note())
+    return Run(config, plan, world, run_dir, dataset, total, log, progress, Diagnostics(g_loss=config.g_loss), fixed_z)
 
 
 def _make_step(run: Run, state: TrainState) -> EagerIteration | GraphedIteration:
@@ -517,6 +522,8 @@ def snapshot(run: Run, state: TrainState) -> None:
         real = run.dataset.sample(config.grid_size, torch.Generator().manual_seed(0))
         if run.dataset.shape[0] == 2:
             save_png(scatter(fake, run.dataset.sample(512, torch.Generator().manual_seed(0))), name)
+    if name.is_file():
+        run.log.image(state.images_seen, name)
     if state.iterations >= run.diagnostics.window:  # an untrained G is not diverse yet; that is no collapse
         report(run, run.diagnostics.check_diversity(fake, real), state.images_seen)
 
@@ -534,7 +541,7 @@ def evaluate_now(run: Run, state: TrainState) -> None:
     if not world.main:
         return
     protocol = EvalProtocol.for_training(config)
-    metrics, _ = score_samples(interleave(parts), config, protocol, log=run.progress.stream)
+    metrics, record = score_samples(interleave(parts), config, protocol, log=run.progress.stream)
     row = {"time": round(began - run.started, 3), **metrics}
     metrics.pop("n_samples", None)
     text = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
@@ -543,7 +550,8 @@ def evaluate_now(run: Run, state: TrainState) -> None:
         save_checkpoint(run, state, checkpoint.BEST)
         text += " (best so far: saved checkpoints/best.pt)"
     row["seconds"] = round(time.perf_counter() - began, 3)
-    run.log.event("eval", state.images_seen, **row, protocol=protocol.to_dict())
+    # The protocol as asked for, and as it ran (the extractor and its weights' hash, the reference set).
+    run.log.event("eval", state.images_seen, **row, protocol={**protocol.to_dict(), **record})
     run.progress.message(f"gankit: eval at {state.images_seen} images ({config.eval_samples} samples, "
                          f"{row['seconds']:.1f} s): {text}")
 
@@ -577,5 +585,9 @@ def _finish(run: Run, state: TrainState, stats: dict[str, float]) -> None:
         run.progress.message(f"gankit: nothing to train: the run is already at {state.images_seen} of "
                              f"{run.total} images; give a larger --max-images or --epochs to continue it")
     run.progress.close()
-    run.progress.message(f"gankit: done, {state.images_seen} images in {state.iterations} iterations; "
+    run.progress.message(f"gankit: done, {state.images_seen} images in {state.iterations} "
+                         f"iteration{'s' if state.iterations != 1 else ''}; "
                          f"samples in {run.dir / runs.SAMPLES}, checkpoint {run.last}")
+    run.progress.message(f"gankit: report (one HTML file): gankit report {run.dir}")
+    if run.log.mirror is not None:
+        run.progress.message(f"gankit: TensorBoard: tensorboard --logdir {run.dir.parent}")

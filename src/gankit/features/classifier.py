@@ -79,7 +79,7 @@ def load_or_train(dataset: str, data_dir: str | None = None, cache: str | os.Pat
     with torch.random.fork_rng(devices=[]):  # a run that trains it mid-way keeps its own RNG stream
         torch.manual_seed(RECIPE["seed"])  # the initialisation is part of the recipe
         model = Classifier()
-        train_classifier(model, train_images, train_labels, log=log)
+        train_classifier(model, train_images, train_labels, recipe=RECIPE, log=log)
     accuracy = accuracy_of(model, test_images, test_labels)
     print(f"gankit: feature classifier test accuracy {100 * accuracy:.2f}%", file=log)
     checkpoint.save_plain(path, {"weights": model.state_dict(), "test_accuracy": accuracy,

@@ -186,9 +186,17 @@ class FIDInception(nn.Module):
         self.Mixed_6d, self.Mixed_6e = BlockC(768, 160), BlockC(768, 192)
         self.Mixed_7a = BlockD(768)                             # (N, 1280, 8, 8)
         self.Mixed_7b, self.Mixed_7c = BlockE(1280, max_pool=False), BlockE(2048, max_pool=True)
-        self.fc = nn.Linear(2048, 1008)  # unused for features; kept so the weights load strictly
+        self.fc = nn.Linear(2048, 1008)  # the Inception Score's logits (weight only); not the features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool(images)
+
+    def logits_unbiased(self, pool: torch.Tensor) -> torch.Tensor:
+        """(N, 1008) class logits of pool features without fc's bias: torch-fidelity's
+        'logits_unbiased', the input of its (and the original TF) Inception Score."""
+        return pool.mm(self.fc.weight.T)
+
+    def pool(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"expected uint8 images (N, 1 or 3, H, W), got {images.dtype} {tuple(images.shape)}")
         x = images.expand(-1, 3, -1, -1).float() if images.shape[1] == 1 else images.float()
@@ -241,3 +249,17 @@ def extract(model: FIDInception, images: torch.Tensor, batch: int = 100) -> torc
     device = next(model.parameters()).device
     return torch.cat([model(images[i:i + batch].to(device)).double().cpu()
                       for i in range(0, len(images), batch)])
+
+
+@torch.no_grad()
+def extract_with_logits(model: FIDInception, images: torch.Tensor,
+                        batch: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 2048) float64 features and (N, 1008) float32 unbiased logits (Inception Score) of
+    uint8 (N, C, H, W) images, in one pass."""
+    device = next(model.parameters()).device
+    features, logits = [], []
+    for i in range(0, len(images), batch):
+        pool = model(images[i:i + batch].to(device))
+        features.append(pool.double().cpu())
+        logits.append(model.logits_unbiased(pool).float().cpu())
+    return torch.cat(features), torch.cat(logits)

@@ -63,3 +63,18 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
     density = balls_containing.sum().item() / (k * len(y))
     coverage = (nearest_fake < radii).double().mean().item()
     return density, coverage
+
+
+def nearest(queries: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distances, indices), each (len(queries), k): every query's k nearest points, nearest
+    first; Euclidean, over the same row blocks as the metrics (`gankit nearest`)."""
+    if not 1 <= k <= len(points):
+        raise ValueError(f"need 1 <= k <= {len(points)} points, got k = {k}")
+    best_d = torch.full((len(queries), 0), float("inf"), dtype=queries.dtype)
+    best_i = torch.empty((len(queries), 0), dtype=torch.long)
+    for start, d in _distances(points, queries):  # (block of points, queries)
+        d = torch.cat([best_d, d.T], dim=1)
+        i = torch.cat([best_i, torch.arange(start, start + d.shape[1] - best_d.shape[1]).expand(len(queries), -1)], 1)
+        top = d.topk(min(k, d.shape[1]), dim=1, largest=False)  # sorted, nearest first
+        best_d, best_i = top.values, i.gather(1, top.indices)
+    return best_d, best_i
