@@ -1,10 +1,12 @@
 # Two entry points: `make demo` and `make test`. Both create .venv on first use.
 #
-# torch: the CPU build 2.13.0 by default (small, and the one our CI machines carry on disk).
-# On a CUDA machine use e.g. `make demo TORCH=torch` for the default CUDA build of PyPI.
-# gankit itself supports torch 2.11 to 2.14 (see pyproject.toml).
+# torch: where `nvidia-smi -L` lists a GPU, PyPI's default (CUDA) build; elsewhere the CPU build
+# 2.13.0 (small, and the one our CI machines carry on disk). `make demo TORCH=...` overrides
+# either. gankit itself supports torch 2.11 to 2.14 (see pyproject.toml).
 PYTHON ?= python3
-TORCH ?= torch==2.13.0
+HAS_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo yes)
+GPU_TORCH := torch>=2.11,<2.15
+TORCH ?= $(if $(HAS_GPU),$(GPU_TORCH),torch==2.13.0)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gankit-installed

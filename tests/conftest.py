@@ -13,6 +13,9 @@ The shared training configurations are plain constants in configs.py; the `slow`
 
 import pytest
 
+from configs import TOY_ARGS
+from gankit.cli import main
+
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
@@ -20,3 +23,11 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("GANKIT_DATA", raising=False)
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A finished 64-image ring-of-8 run, shared by the tests of one module (read, not changed)."""
+    run = tmp_path_factory.mktemp("toy") / "run"
+    assert main(["train", *TOY_ARGS, "--max-images", "64", "--device", "cpu", "--out", str(run)]) == 0
+    return run

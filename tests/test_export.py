@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from configs import TINY_DCGAN_ARGS, TOY_ARGS
+from configs import TINY_DCGAN_ARGS
 from fakes import make_npz
 from gankit import checkpoint, export
 from gankit.cli import main
@@ -32,13 +32,6 @@ def run(tmp_path_factory):
                  "--max-images", "32", "--snapshot-every", "32", "--out", str(run)]) == 0
     with open(run / "metrics.jsonl", "a") as f:  # as --eval-every would log it
         f.write(json.dumps(EVAL) + "\n")
-    return run
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("toy") / "run"
-    assert main(["train", *TOY_ARGS, "--max-images", "64", "--device", "cpu", "--out", str(run)]) == 0
     return run
 
 

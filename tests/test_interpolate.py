@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from configs import TINY_DCGAN_ARGS, TOY_ARGS
+from configs import TINY_DCGAN_ARGS
 from fakes import make_npz
 from gankit.cli import main
 from gankit.imagegrid import frame_ms, to_uint8
@@ -22,13 +22,6 @@ def grey_run(tmp_path_factory):
     run = tmp / "run"
     assert main(["train", "--data", f"npz:{data}", *TINY, "--max-images", "32",
                  "--snapshot-every", "16", "--out", str(run)]) == 0
-    return run
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("toy") / "run"
-    assert main(["train", *TOY_ARGS, "--max-images", "64", "--device", "cpu", "--out", str(run)]) == 0
     return run
 
 
