@@ -77,11 +77,11 @@ class TrainConfig:
 
     @property
     def lr_g_resolved(self) -> float:
-        return self.lr_g if self.lr_g is not None else _default_lr(self.optimizer)
+        return self.lr_g if self.lr_g is not None else default_lr(self.optimizer)
 
     @property
     def lr_d_resolved(self) -> float:
-        return self.lr_d if self.lr_d is not None else _default_lr(self.optimizer)
+        return self.lr_d if self.lr_d is not None else default_lr(self.optimizer)
 
     def validate(self) -> None:
         if not isinstance(self.data, str) or not self.data:
@@ -175,7 +175,7 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _default_lr(optimizer: str) -> float:
+def default_lr(optimizer: str) -> float:
     return 2e-4 if optimizer == "adam" else 0.01
 
 

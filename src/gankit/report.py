@@ -40,6 +40,7 @@ import numpy as np
 import gankit
 from gankit import charts, reportpage, runs
 from gankit.charts import Chart, Series
+from gankit.config import default_lr
 from gankit.errors import GankitError
 from gankit.files import atomic_write
 
@@ -264,55 +265,63 @@ def best_checkpoints(runs_: list[RunData]) -> list[tuple[int, float, float]]:
 
 def config_table(runs_: list[RunData]) -> list[tuple[str, list[str]]]:
     """(field, one value per run) for the config table."""
-    def model(c: dict) -> str:
-        cfg = c["config"]
-        return (f"{cfg.get('model')} (G width {cfg.get('g_width') or 'default'}, D width "
-                f"{cfg.get('d_width') or 'default'}, latent {cfg.get('latent_dim')})")
-
-    def params(c: dict) -> str:
-        p = c.get("params") or {}
-        return f"G {p.get('G', 0):,}, D {p.get('D', 0):,}" if p else "?"
-
-    def dataset(c: dict) -> str:
-        d = c.get("dataset") or {}
-        size = f", {d['size']:,} images" if d.get("size") else ""
-        return f"{d.get('name', c['config'].get('data'))} {tuple(d.get('shape', ()))}{size}"
-
-    def device(c: dict) -> str:
-        n = c.get("processes", 1) or 1
-        speed = c.get("speed") or {}
-        return f"{c.get('device', '?')}{f' x {n} processes' if n > 1 else ''}, {speed.get('precision', '?')}"
-
-    def algorithm(c: dict) -> str:
-        cfg = c["config"]
-        lr = cfg.get("lr_g") or (2e-4 if cfg.get("optimizer") == "adam" else 0.01)  # config.py's defaults
-        return (f"k={cfg.get('k')}, batch {cfg.get('batch_size')}, {cfg.get('g_loss')} G loss, "
-                f"{cfg.get('optimizer')} lr G {lr} / D {cfg.get('lr_d') or lr}, seed {cfg.get('seed')}")
-
-    def progress(run: RunData) -> str:
-        total = run.config["config"].get("max_images_resolved")
-        done = int(run.rows[-1]["images"])
-        state = "finished" if total and done >= total else "in progress or stopped"
-        return f"{done:,} of {total:,} ({state})" if total else f"{done:,}"
-
-    def speed(run: RunData) -> str:
-        v, ok = mean_speed(run), run.speed[np.isfinite(run.speed)]
-        if math.isnan(v):
-            return "?"
-        return f"{v:,.0f} over the whole run (median of the rows {np.median(ok):,.0f}), evaluations excluded"
-
     return [
-        ("dataset", [dataset(r.config) for r in runs_]),
-        ("model", [model(r.config) for r in runs_]),
-        ("parameters", [params(r.config) for r in runs_]),
-        ("training", [algorithm(r.config) for r in runs_]),
-        ("device", [device(r.config) for r in runs_]),
-        ("images/s", [speed(r) for r in runs_]),
-        ("images seen", [progress(r) for r in runs_]),
+        ("dataset", [_dataset_text(r.config) for r in runs_]),
+        ("model", [_model_text(r.config) for r in runs_]),
+        ("parameters", [_params_text(r.config) for r in runs_]),
+        ("training", [_algorithm_text(r.config) for r in runs_]),
+        ("device", [_device_text(r.config) for r in runs_]),
+        ("images/s", [_speed_text(r) for r in runs_]),
+        ("images seen", [_progress_text(r) for r in runs_]),
         ("events", [_events_text(r) for r in runs_]),
         ("versions", [f"gankit {r.config.get('gankit_version', '?')}, torch {r.config.get('torch_version', '?')}"
                       for r in runs_]),
     ]
+
+
+def _model_text(c: dict) -> str:
+    cfg = c["config"]
+    return (f"{cfg.get('model')} (G width {cfg.get('g_width') or 'default'}, D width "
+            f"{cfg.get('d_width') or 'default'}, latent {cfg.get('latent_dim')})")
+
+
+def _params_text(c: dict) -> str:
+    p = c.get("params") or {}
+    return f"G {p.get('G', 0):,}, D {p.get('D', 0):,}" if p else "?"
+
+
+def _dataset_text(c: dict) -> str:
+    d = c.get("dataset") or {}
+    size = f", {d['size']:,} images" if d.get("size") else ""
+    return f"{d.get('name', c['config'].get('data'))} {tuple(d.get('shape', ()))}{size}"
+
+
+def _device_text(c: dict) -> str:
+    n = c.get("processes", 1) or 1
+    speed = c.get("speed") or {}
+    return f"{c.get('device', '?')}{f' x {n} processes' if n > 1 else ''}, {speed.get('precision', '?')}"
+
+
+def _algorithm_text(c: dict) -> str:
+    cfg = c["config"]
+    lr_g = cfg.get("lr_g") or default_lr(cfg.get("optimizer"))
+    lr_d = cfg.get("lr_d") or default_lr(cfg.get("optimizer"))
+    return (f"k={cfg.get('k')}, batch {cfg.get('batch_size')}, {cfg.get('g_loss')} G loss, "
+            f"{cfg.get('optimizer')} lr G {lr_g:g} / D {lr_d:g}, seed {cfg.get('seed')}")
+
+
+def _progress_text(run: RunData) -> str:
+    total = run.config["config"].get("max_images_resolved")
+    done = int(run.rows[-1]["images"])
+    state = "finished" if total and done >= total else "in progress or stopped"
+    return f"{done:,} of {total:,} ({state})" if total else f"{done:,}"
+
+
+def _speed_text(run: RunData) -> str:
+    v, ok = mean_speed(run), run.speed[np.isfinite(run.speed)]
+    if math.isnan(v):
+        return "?"
+    return f"{v:,.0f} over the whole run (median of the rows {np.median(ok):,.0f}), evaluations excluded"
 
 
 def _events_text(run: RunData) -> str:
