@@ -609,23 +609,6 @@ def test_the_plan_says_when_synchronised_batch_norm_waits_for_the_gpu():
     assert "SyncBatchNorm" not in reasons(model="mlp"), "no batch norm in the MLPs"
 
 
-def test_toy_distributions_copy_their_parameters_to_a_device_once():
-    from gankit.data.toy import TOY_DISTRIBUTIONS
-
-    ring = TOY_DISTRIBUTIONS["ring8"]
-    weights, means, stds = ring.parameters_on("cpu")
-    assert weights is ring.weights and means is ring.means and stds is ring.stds  # the CPU: no copy at all
-    assert ring.parameters_on(torch.device("cpu"))[1] is means
-    # The CPU sample stream is the one before the cache: the same draws in the same order.
-    g, m = torch.Generator().manual_seed(3), 50
-    component = torch.multinomial(ring.weights, m, replacement=True, generator=g)
-    noise = torch.randn(m, 2, generator=g, dtype=torch.float64)
-    expected = (ring.means[component] + noise * ring.stds[component, None]).float()
-    assert torch.equal(ring.sample(m, torch.Generator().manual_seed(3)), expected)
-    meta = ring.parameters_on("meta")  # another device: copied on the first call, then reused
-    assert meta[0].device.type == "meta" and ring.parameters_on("meta") is meta
-
-
 # --- on a GPU only ------------------------------------------------------------------------------
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

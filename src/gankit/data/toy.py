@@ -9,7 +9,7 @@ data therefore use a linear output layer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -23,9 +23,6 @@ class ToyDistribution:
     means: torch.Tensor  # (K, dim) float64
     stds: torch.Tensor  # (K,) float64
     weights: torch.Tensor  # (K,) float64, sums to 1
-    # (weights, means, stds) per device, copied there once: on CUDA a copy from pageable host
-    # memory waits for the GPU, three of them in every minibatch otherwise
-    _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         k = len(self.weights)
@@ -40,21 +37,10 @@ class ToyDistribution:
         device = generator.device
         if m <= 0:
             return torch.empty(0, self.dim, device=device)
-        weights, means, stds = self.parameters_on(device)
-        component = torch.multinomial(weights, m, replacement=True, generator=generator)
+        component = torch.multinomial(self.weights.to(device), m, replacement=True, generator=generator)
         noise = torch.randn(m, self.dim, generator=generator, device=device, dtype=torch.float64)
-        x = means[component] + noise * stds[component, None]  # (m, dim)
+        x = self.means.to(device)[component] + noise * self.stds.to(device)[component, None]  # (m, dim)
         return x.float()
-
-    def parameters_on(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(weights, means, stds) on `device`, copied there on the first call only (on the CPU:
-        the tensors themselves, so the CPU sample stream is the one it always was)."""
-        device = torch.device(device)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        if device not in self._on_device:
-            self._on_device[device] = (self.weights.to(device), self.means.to(device), self.stds.to(device))
-        return self._on_device[device]
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact mixture log density of (m, dim) points: (m,) float64 on x's device."""
