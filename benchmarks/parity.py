@@ -10,7 +10,7 @@ Every run is `gankit train COMMON A|B --seed S --max-images N --eval-every N --e
 the same model, data, seed and length, one after another on one machine; its FID is the
 evaluation at the end (gankit's protocol during training: classifier features for
 Fashion-MNIST, E samples against the test split). Per setting: mean and standard deviation over
-the seeds. The difference of the means is compared with its standard error, sqrt(sd_a^2/n +
+the seeds, and of precision, recall and (conditional runs) the class metrics. The difference of the means is compared with its standard error, sqrt(sd_a^2/n +
 sd_b^2/n): within about two standard errors, the two settings are not distinguishable from seed
 noise with this many seeds (which says nothing about smaller differences). The last line is
 `parity: mean FID A X, B Y, difference D = Z standard errors`.
@@ -85,12 +85,28 @@ def main(argv: list[str] | None = None) -> int:
         values = fids[name]
         print(f"| {name} | `{' '.join(flags) or '(none)'}` | {', '.join(f'{v:.2f}' for v in values)} | "
               f"{statistics.mean(values):.2f} | {statistics.stdev(values):.2f} |")
+    _other_metrics(record, settings)
     mean_a, mean_b = statistics.mean(fids["A"]), statistics.mean(fids["B"])
     se = math.sqrt(statistics.variance(fids["A"]) / len(seeds) + statistics.variance(fids["B"]) / len(seeds))
     diff = mean_b - mean_a
     ratio = abs(diff) / se if se > 0 else (0.0 if diff == 0 else math.inf)
     print(f"parity: mean FID A {mean_a:.2f}, B {mean_b:.2f}, difference {diff:+.2f} = {ratio:.1f} standard errors")
     return 0
+
+
+OTHER = ("precision", "recall", "class_accuracy", "class_accuracy_real", "fid_per_class_mean")
+
+
+def _other_metrics(record: list[dict], settings: dict) -> None:
+    """Precision and recall (a lower FID bought with recall is no win), and a conditional run's
+    class metrics: mean +- sd over the seeds, where every run of a setting has them."""
+    print("| setting | " + " | ".join(OTHER) + " |")
+    print("| --- |" + " --- |" * len(OTHER))
+    for name in settings:
+        rows = [r for r in record if r["setting"] == name]
+        cells = [f"{statistics.mean(v):.3f} +- {statistics.stdev(v):.3f}"
+                 if len(v := [r[m] for r in rows if m in r]) == len(rows) else "-" for m in OTHER]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def run(args, flags: list[str], seed: int, run_dir: Path) -> dict:
@@ -106,7 +122,8 @@ def run(args, flags: list[str], seed: int, run_dir: Path) -> dict:
     evals = [r for r in runs.read_metrics(run_dir) if r.get("event") == "eval" and r["images"] >= args.max_images]
     if not evals or "fid" not in evals[-1]:
         raise SystemExit(f"{run_dir}: no FID at the end of the run (is --data an image dataset with features?)")
-    return {"images": evals[-1]["images"], "fid": evals[-1]["fid"], "seconds_eval": evals[-1].get("seconds")}
+    final = {k: v for k, v in evals[-1].items() if k not in ("event", "protocol", "time")}
+    return {**final, "seconds_eval": final.pop("seconds", None)}
 
 
 if __name__ == "__main__":

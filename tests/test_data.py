@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gankit.cache import cache_dir
-from gankit.data import IMAGE_NAMES, ImageDataset, ToyDataset, load_dataset, mnist
+from gankit.data import (
+    IMAGE_NAMES,
+    ImageDataset,
+    ToyDataset,
+    class_frequencies,
+    load_dataset,
+    mnist,
+)
 from gankit.data.idx import read_idx, read_idx_images, read_idx_labels
 from gankit.data.images import load_folder, load_npz
 from gankit.data.toy import TOY_DISTRIBUTIONS, ToyDistribution
@@ -937,3 +944,215 @@ def test_fortran_order_and_several_arrays(tmp_path):
         load_dataset(f"npz:{tmp_path / 'two.npz'}")
     np.savez(tmp_path / "named.npz", labels=np.zeros(2), images=images)
     assert len(load_dataset(f"npz:{tmp_path / 'named.npz'}")) == 2
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot")
+
+
+@pytest.mark.parametrize("name", IMAGE_NAMES)
+@pytest.mark.parametrize("split, prefix", [("train", "train"), ("test", "t10k")])
+def test_idx_labels_and_class_names(tmp_path, isolated, name, split, prefix):
+    d = fake_idx_dataset(tmp_path / "d", n_train=7, n_test=4)
+    data = load_dataset(name, split=split, data_dir=d)
+    expected = read_idx_labels(d / f"{prefix}-labels-idx1-ubyte.gz")
+    assert data.labels.dtype == torch.int64 and data.labels.shape == (len(data),)
+    assert data.labels.tolist() == expected.tolist()
+    assert data.classes == (FASHION_CLASSES if name == "fashion-mnist" else tuple("0123456789"))
+    assert mnist.CLASSES[name] == data.classes
+    freq = class_frequencies(data)
+    assert freq.dtype == torch.float64 and freq.shape == (10,) and freq.sum().item() == pytest.approx(1.0)
+    assert freq.tolist() == (np.bincount(expected, minlength=10) / len(expected)).tolist()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_an_idx_label_outside_0_9_names_the_file_and_the_value(tmp_path, isolated, gz):
+    d = fake_idx_dataset(tmp_path / "d", n_train=5, gz=gz)
+    label_file = d / f"train-labels-idx1-ubyte{'.gz' if gz else ''}"
+    write(label_file, idx_bytes(np.array([1, 2, 10, 3, 4], np.uint8)), gz)
+    with pytest.raises(DataError) as err:
+        load_dataset("fashion-mnist", data_dir=d)
+    message = str(err.value)
+    assert str(label_file) in message and "label 10 at index 2" in message and "0..9" in message
+    assert load_dataset("fashion-mnist", split="test", data_dir=d).labels is not None  # the other split is fine
+
+
+@pytest.mark.skipif(not REAL_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_labels():
+    data = load_dataset("fashion-mnist", split="test", data_dir=REAL_FASHION, download=False)
+    assert data.classes == FASHION_CLASSES and len(data.labels) == 10000
+    assert class_frequencies(data).tolist() == [0.1] * 10
+
+
+def _class_folder(root: Path) -> Path:
+    """Classes bird (2 images, one nested deeper), cat (1), dog (2); grey value = 10 * image number."""
+    layout = {"dog/1.png": 10, "bird/2.png": 20, "cat/3.png": 30, "dog/4.png": 40, "bird/deep/5.png": 50}
+    for rel, value in layout.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (6, 6), value).save(root / rel)
+    (root / "README.txt").write_text("not an image, so the top level holds no images")
+    (root / "empty").mkdir()  # holds no images: not a class
+    return root
+
+
+def test_folder_class_subfolders(tmp_path):
+    root = _class_folder(tmp_path / "pets")
+    data = load_dataset(f"folder:{root}")
+    assert data.classes == ("bird", "cat", "dog")
+    # Same sorted-path order as an unlabelled folder: bird/2, bird/deep/5, cat/3, dog/1, dog/4.
+    assert data.images[:, 0, 0, 0].tolist() == [20, 50, 30, 10, 40]
+    assert data.labels.dtype == torch.int64 and data.labels.tolist() == [0, 0, 1, 2, 2]
+    assert "5 images under" in data.source and "3 classes" in data.source
+    assert class_frequencies(data).tolist() == [0.4, 0.2, 0.4]
+    again = load_folder(root, image_size=4, channels=3)  # deterministic, and resizing keeps the labels
+    assert torch.equal(again.labels, data.labels) and again.classes == data.classes
+
+
+def test_a_folder_with_images_at_the_top_level_is_unlabelled(tmp_path):
+    root = _class_folder(tmp_path / "pets")
+    Image.new("L", (6, 6), 60).save(root / "0.png")
+    data = load_dataset(f"folder:{root}")
+    assert data.labels is None and data.classes is None
+    assert data.images[:, 0, 0, 0].tolist() == [60, 20, 50, 30, 10, 40]  # the order is unchanged
+    assert data.source == f"6 images under {root.resolve()}"
+    with pytest.raises(DataError, match=f"folder:{root} has no labels; --conditional needs .*folder:PATH "
+                                        f"with class subfolders"):
+        class_frequencies(data)
+    flat = _folder(tmp_path)  # the mixed layout of the tests above
+    assert load_folder(flat, image_size=8).labels is None
+
+
+def test_a_folder_with_one_subfolder_is_one_class(tmp_path):
+    (tmp_path / "f" / "only").mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (4, 4), i).save(tmp_path / "f" / "only" / f"{i}.png")
+    data = load_folder(tmp_path / "f")
+    assert data.classes == ("only",) and data.labels.tolist() == [0, 0, 0]
+
+
+def _npz(path: Path, n: int = 4, **arrays) -> Path:
+    np.savez(path, images=np.arange(n * 4, dtype=np.uint8).reshape(n, 2, 2), **arrays)
+    return path
+
+
+@pytest.mark.parametrize("key", ["y", "labels"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, np.uint64, np.float32])
+def test_npz_labels(tmp_path, key, dtype):
+    path = _npz(tmp_path / "a.npz", **{key: np.array([2, 0, 2, 1], dtype)})
+    data = load_dataset(f"npz:{path}")
+    assert data.labels.dtype == torch.int64 and data.labels.tolist() == [2, 0, 2, 1]
+    assert data.classes == ("0", "1", "2")
+    assert data.source == f"{path.resolve()} (images 'images', labels '{key}')"
+    assert class_frequencies(data).tolist() == [0.25, 0.25, 0.5]
+
+
+def test_npz_label_keys_class_names_and_image_keys(tmp_path):
+    y = np.array([1, 0, 1, 1])
+    both = load_npz(_npz(tmp_path / "both.npz", y=y, labels=y.astype(np.float64)))
+    assert both.labels.tolist() == [1, 0, 1, 1] and "labels 'y')" in both.source
+    named = load_npz(_npz(tmp_path / "named.npz", y=y, classes=np.array(["cat", "dog", "emu"])))
+    assert named.classes == ("cat", "dog", "emu")  # K is the names' count, not max label + 1
+    assert named.source.endswith("(images 'images', labels 'y', classes 'classes')")
+    assert class_frequencies(named).tolist() == [0.25, 0.75, 0.0]
+    raw = load_npz(_npz(tmp_path / "raw.npz", labels=y, class_names=np.array([b"no", b"yes"])))
+    assert raw.classes == ("no", "yes")
+    # Without images / x / arr_0, the one array besides labels and class names is the images.
+    np.savez(tmp_path / "data.npz", data=np.zeros((4, 2, 2), np.uint8), y=y, classes=np.array(["a", "b"]))
+    data = load_npz(tmp_path / "data.npz")
+    assert data.images.shape == (4, 1, 2, 2) and data.source.endswith("(images 'data', labels 'y', classes 'classes')")
+    # Unlabelled sources: a .npy file, an archive without labels, one whose only array is 'y'.
+    np.save(tmp_path / "a.npy", np.zeros((4, 2, 2), np.uint8))
+    np.savez(tmp_path / "only_y.npz", y=np.zeros((4, 2, 2), np.uint8))
+    for path in (tmp_path / "a.npy", _npz(tmp_path / "plain.npz"), tmp_path / "only_y.npz"):
+        unlabelled = load_npz(path)
+        assert unlabelled.labels is None and unlabelled.classes is None
+        assert unlabelled.source == str(path.resolve())
+        with pytest.raises(DataError, match="npz:PATH with a y/labels array"):
+            class_frequencies(unlabelled)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y": np.array([0, 1, 2])}, "labels 'y' hold 3 labels but there are 4 images"),
+    ({"labels": np.arange(5)}, "labels 'labels' hold 5 labels but there are 4 images"),
+    ({"y": np.array([0, 1.5, 2, 3])}, r"labels 'y' must be integers \(class indices\), found 1.5 at index 1"),
+    ({"y": np.array([0, np.nan, 2, 3])}, "labels 'y' must be integers"),
+    ({"y": np.array([0, 1, -1, 3])}, r"labels 'y' must be class indices 0..K-1, found -1 at index 2"),
+    ({"y": np.array([0.0, -2.0, 1.0, 1.0])}, "labels 'y' must be class indices 0..K-1, found -2.0"),
+    ({"y": np.zeros((4, 1), np.int64)}, r"labels 'y' must be 1-D .*got shape \(4, 1\)"),
+    ({"y": np.array(3)}, r"labels 'y' must be 1-D"),
+    ({"y": np.array([True, False, True, True])}, "labels 'y' must be integers .*got dtype bool"),
+    ({"labels": np.array(["a", "b", "a", "b"])}, "labels 'labels' must be integers .*got dtype <U1"),
+    ({"y": np.array([0, 1, 2, 10**9])}, "K <= 100000, found 1000000000 at index 3"),
+    ({"y": np.array([0, 1, 0, 1]), "labels": np.array([1, 0, 1, 0])},
+     "holds labels under both 'y' and 'labels' and they differ"),
+    ({"y": np.array([0, 1, 2, 1]), "classes": np.array(["a", "b"])},
+     "class names 'classes' name 2 classes but the labels go up to 2"),
+    ({"y": np.array([0, 1, 0, 1]), "classes": np.array([[b"a", b"b"]])}, "class names 'classes' must be a 1-D string"),
+    ({"y": np.array([0, 1, 0, 1]), "class_names": np.array([0, 1])}, "class names 'class_names' must be a 1-D string"),
+    ({"y": np.array([0, 1, 0, 1]), "classes": np.array(["a", "b", "a"])}, r"repeat \['a'\]"),
+    ({"y": np.array([0, 1, 0, 1]), "classes": np.array(["a", "b"]), "class_names": np.array(["a", "c"])},
+     "holds classes under both 'classes' and 'class_names' and they differ"),
+])
+def test_bad_npz_labels_name_the_file(tmp_path, arrays, message):
+    path = _npz(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=message) as err:
+        load_dataset(f"npz:{path}")
+    assert str(path) in str(err.value)
+
+
+def test_npz_object_labels_are_refused_without_unpickling(tmp_path):
+    path = _npz(tmp_path / "o.npz", y=np.array([0, 1, 0, 1], dtype=object))
+    with pytest.raises(DataError, match=r"o.npz \(array 'y'\): object arrays are not supported"):
+        load_npz(path)
+
+
+def test_image_dataset_labels_are_optional_and_checked():
+    images = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
+    plain = ImageDataset("x", images, "here")  # the constructor as before
+    assert plain.labels is None and plain.classes is None
+    ok = ImageDataset("x", images, "here", torch.tensor([0, 1, 1]), ("a", "b"))
+    assert ok.classes == ("a", "b")
+    for labels, classes in [(torch.tensor([0, 1, 1]), None), (None, ("a",)), (torch.tensor([0, 1]), ("a", "b")),
+                            (torch.tensor([0, 1, 1], dtype=torch.int32), ("a", "b")),
+                            (torch.tensor([0, 1, 2]), ("a", "b")), (torch.tensor([0, -1, 1]), ("a", "b"))]:
+        with pytest.raises(ValueError, match="x: labels"):
+            ImageDataset("x", images, "here", labels, classes)
+
+
+@pytest.mark.parametrize("name", list(TOY_DISTRIBUTIONS))
+def test_toy_components_are_the_classes(name):
+    data = load_dataset(f"toy:{name}")
+    toy = data.distribution
+    k = len(toy.weights)
+    assert data.classes == tuple(str(i) for i in range(k))
+    assert data.class_weights.dtype == torch.float64 and torch.equal(data.class_weights, toy.weights)
+    assert torch.equal(class_frequencies(data), toy.weights)
+    x, y = data.sample_labelled(4000, torch.Generator().manual_seed(3))
+    assert x.shape == (4000, toy.dim) and x.dtype == torch.float32 and y.shape == (4000,) and y.dtype == torch.int64
+    # The unconditional stream is unchanged: sample() draws exactly these x.
+    assert torch.equal(x, data.sample(4000, torch.Generator().manual_seed(3)))
+    assert torch.equal(x, toy.sample_labelled(4000, torch.Generator().manual_seed(3))[0])
+    # Each point's label is its component: the nearest mean (mixture1d's means are 8 stds apart,
+    # so a few of 4000 may lie nearer the other one; the 2-D ones are >= 38 stds apart).
+    nearest = torch.cdist(x.double(), toy.means).argmin(1)
+    agree = (nearest == y).double().mean().item()
+    assert agree > 0.998 if name == "mixture1d" else agree == 1.0
+    assert set(y.tolist()) == set(range(k))
+    empty_x, empty_y = data.sample_labelled(0, torch.Generator())
+    assert empty_x.shape == (0, toy.dim) and empty_y.shape == (0,) and empty_y.dtype == torch.int64
+
+
+@pytest.mark.parametrize("name", ["mixture1d", "ring8"])
+def test_toy_stream_is_the_unlabelled_one(name):
+    # The draws as they were before labels: components, then float64 noise, from one generator.
+    toy = TOY_DISTRIBUTIONS[name]
+    g = torch.Generator().manual_seed(5)
+    component = torch.multinomial(toy.weights, 300, replacement=True, generator=g)
+    noise = torch.randn(300, toy.dim, generator=g, dtype=torch.float64)
+    before = (toy.means[component] + noise * toy.stds[component, None]).float()
+    g = torch.Generator().manual_seed(5)
+    assert torch.equal(toy.sample(300, g), before)
+    x, y = toy.sample_labelled(300, torch.Generator().manual_seed(5))
+    assert torch.equal(x, before) and torch.equal(y, component)

@@ -370,8 +370,8 @@ def test_training_from_streamed_batches_gives_the_same_weights(tmp_path, monkeyp
     train(config, tmp_path / "resident")
     real_batches_for, made = batches_module.batches_for, []
 
-    def streamed(dataset, seed, device):
-        made.append(real_batches_for(dataset, seed, device, device_bytes=0))
+    def streamed(dataset, seed, device, conditional=False):
+        made.append(real_batches_for(dataset, seed, device, device_bytes=0, conditional=conditional))
         return made[-1]
 
     monkeypatch.setattr(gankit.state, "batches_for", streamed)

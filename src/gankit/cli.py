@@ -95,6 +95,9 @@ def _add_train(commands) -> None:
     opt("latent_dim", int, "size d of the noise z ~ N(0, I)")
     opt("g_width", int, "G width: DCGAN base channels (64) or MLP hidden units (512)")
     opt("d_width", int, "D width, likewise")
+    g.add_argument("--conditional", dest="conditional", action="store_const", const=True,
+                   help="class-conditional G and D (label embedding joined to z; projection D), trained on "
+                   "the data's labels; sample a class with gankit sample --class (default: False)")
     g = p.add_argument_group("Algorithm 1")
     opt("g_loss", str, "generator loss", choices=G_LOSSES)
     opt("k", int, "discriminator steps per generator step")
@@ -193,6 +196,9 @@ def _add_sample(commands) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="FILE.png (one grid), FILE.npz (uint8 images or float points) or DIR (one PNG each)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.add_argument("--class", dest="class_", metavar="NAME|INDEX|all",
+                   help="a conditional run: samples of this class (name, any case, or index); all: -n of "
+                   "each class, a grid with one labelled row per class")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(run=_cmd_sample)
 
@@ -200,8 +206,10 @@ def _add_sample(commands) -> None:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from gankit.sample import sample
 
-    out = sample(args.checkpoint, args.n, args.out, seed=args.seed, device=args.device)
-    print(f"wrote {args.n} samples to {out}")
+    out = sample(args.checkpoint, args.n, args.out, seed=args.seed, device=args.device, class_=args.class_)
+    what = f"{args.n} samples" + (" of each class" if args.class_ == "all" else
+                                  f" of class {args.class_}" if args.class_ else "")
+    print(f"wrote {what} to {out}")
     return 0
 
 
@@ -220,6 +228,8 @@ def _add_after_training(commands) -> None:
                    help="FILE.gif (looping animation), FILE.png (grid) or FILE.npz (frames, z)")
     p.add_argument("--linear", action="store_true", help="linear interpolation (default: spherical)")
     p.add_argument("--fps", type=float, default=12.0, help="GIF frames per second (default: 12)")
+    p.add_argument("--class", dest="class_", metavar="NAME|INDEX",
+                   help="a conditional run: walk within this class (required for one)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(run=_cmd_interpolate)
 
@@ -263,7 +273,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     from gankit.interpolate import interpolate
 
     out = interpolate(args.checkpoint, args.seeds, args.frames, args.out, linear=args.linear,
-                      fps=args.fps, device=args.device)
+                      fps=args.fps, device=args.device, class_=args.class_)
     print(f"wrote {out}")
     return 0
 
@@ -438,6 +448,8 @@ def _add_theory(commands) -> None:
                    help="frozen G: affine (exact p_G) or a random MLP (p_G from a histogram) (default: affine)")
     q.add_argument("--steps", type=int, default=3000, help="D training steps (default: 3000)")
     q.add_argument("--batch-size", type=int, default=2048, help="real and fake samples per D step (default: 2048)")
+    q.add_argument("--conditional", action="store_true",
+                   help="each Gaussian of mixture1d is a class: D(x, y) against D*(x|y), per class")
     _theory_common(q, "optimal-d")
     q.set_defaults(run=_cmd_theory, theory="optimal-d")
 
@@ -473,7 +485,8 @@ def _cmd_theory(args: argparse.Namespace) -> int:
     if args.theory == "optimal-d":
         from gankit.theory import optimal_d
 
-        optimal_d.run(args.out, args.seed, args.data, args.generator, args.steps, args.batch_size, log=sys.stdout)
+        optimal_d.run(args.out, args.seed, args.data, args.generator, args.steps, args.batch_size, log=sys.stdout,
+                      conditional=args.conditional)
     elif args.theory == "game":
         from gankit.theory import game
 

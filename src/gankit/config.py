@@ -41,6 +41,7 @@ class TrainConfig:
     latent_dim: int = 100
     g_width: int | None = None  # None: 64 base channels for dcgan, 512 hidden units for mlp
     d_width: int | None = None
+    conditional: bool = False  # class-conditional G and D (models/conditional.py); needs labelled data
     # Algorithm 1
     g_loss: str = "non-saturating"
     k: int = 1
@@ -118,6 +119,8 @@ class TrainConfig:
                 raise ConfigError(f"{flag(name)} must be in [0, 1), got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"{flag('seed')} must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.conditional, bool):
+            raise ConfigError(f"{flag('conditional')} is a switch (true or false), got {self.conditional!r}")
         if self.max_images is not None and self.epochs is not None:
             raise ConfigError("give either --max-images or --epochs, not both")
         if self.model == "dcgan" and self.data.startswith("toy:"):

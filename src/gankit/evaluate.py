@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 import gankit
-from gankit import checkpoint
+from gankit import checkpoint, classeval
 from gankit.cache import cache_dir
 from gankit.config import TrainConfig
 from gankit.data import load_dataset
@@ -40,7 +39,7 @@ from gankit.metrics import (
     mode_metrics,
     precision_recall,
 )
-from gankit.sample import generate, load_generator
+from gankit.sample import generate, load_generator, sample_classes
 
 FEATURES = ("classifier", "inception")
 SPLITS = ("test", "train")
@@ -107,27 +106,33 @@ def score(G: torch.nn.Module, config: TrainConfig, protocol: EvalProtocol,
           log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics, protocol record) for generator G (in eval mode) of a run with this config."""
     n = protocol.n_samples or (TOY_SAMPLES if config.data.startswith("toy:") else IMAGE_SAMPLES)
-    samples = generate(G, n, protocol.seed, config.latent_dim)
-    return score_samples(samples, config, protocol, log)
+    labels = sample_classes(G, n, protocol.seed)  # a conditional G: the classes asked for, as the data's
+    samples = generate(G, n, protocol.seed, config.latent_dim, classes=labels)
+    return score_samples(samples, config, protocol, log, labels=labels)
 
 
 def score_samples(samples: torch.Tensor, config: TrainConfig, protocol: EvalProtocol,
-                  log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
+                  log=sys.stderr, labels: torch.Tensor | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics, protocol record) for a generator's output (float, as `generate` gives it): the toy
     metrics, or score_images on images. The samples are scored as given: protocol.n_samples
-    only says how many `score` draws."""
+    only says how many `score` draws. labels: the class each sample was asked for (a conditional
+    run), which adds the class metrics (conditional.py)."""
     if config.data.startswith("toy:"):
         toy = load_dataset(config.data).distribution
         metrics = mode_metrics(samples, toy) if toy.dim == 2 else {"jsd": jsd_1d(samples, toy)}
+        if labels is not None:
+            metrics["class_accuracy"] = classeval.toy_class_accuracy(samples, labels, toy)
         return metrics, {
             "metric": "modes/high_quality/reverse_kl (VEEGAN, PacGAN)" if toy.dim == 2 else "jsd_1d (nats)",
-            "n_samples": len(samples), "seed": protocol.seed}
-    return score_images(_quantise(samples), config, protocol, log)  # (N, C, H, W) uint8
+            "n_samples": len(samples), "seed": protocol.seed,
+            **({"class_accuracy": classeval.TOY_ACCURACY} if labels is not None else {})}
+    return score_images(_quantise(samples), config, protocol, log, labels)  # (N, C, H, W) uint8
 
 
 def score_images(fake: torch.Tensor, config: TrainConfig, protocol: EvalProtocol,
-                 log=sys.stderr) -> tuple[dict[str, float], dict[str, Any]]:
-    """(metrics, protocol record) for uint8 images (N, C, H, W) against the run's reference set."""
+                 log=sys.stderr, labels: torch.Tensor | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """(metrics, protocol record) for uint8 images (N, C, H, W) against the run's reference set;
+    with labels (N,), the classes asked for, also class accuracy and per-class FID."""
     p = protocol
     data_dir = p.data_dir or config.data_dir
     if p.features == "classifier":
@@ -173,6 +178,11 @@ def score_images(fake: torch.Tensor, config: TrainConfig, protocol: EvalProtocol
         "density_coverage_k": 5,
         "preprocessing": preprocessing,
     }
+    if labels is not None:
+        extra, about = classeval.class_metrics(fake, labels, real_features, fake_features, config, p.split,
+                                                 data_dir, log)
+        metrics.update(extra)
+        record["conditional"] = about
     if "is_mean" in metrics:
         record["inception_score"] = {
             "logits": "1008 classes, fc without its bias (torch-fidelity's logits_unbiased)",
@@ -181,16 +191,7 @@ def score_images(fake: torch.Tensor, config: TrainConfig, protocol: EvalProtocol
     return metrics, record
 
 
-def _classifier_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> uint8 (N, 1, 28, 28): one channel, 28x28, for the classifier."""
-    if images.shape[1:] == (1, 28, 28):
-        return images
-    x = images.float()
-    if x.shape[1] == 3:
-        x = x.mean(1, keepdim=True)
-    if x.shape[-2:] != (28, 28):
-        x = F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8)
+_classifier_input = classifier.to_input  # (its old name here)
 
 
 def _has_splits(config: TrainConfig) -> bool:

@@ -89,6 +89,9 @@ def export(path_or_run: str | os.PathLike, fmt: str, out: str | os.PathLike) -> 
     from gankit.sample import load_generator
 
     G, info = load_generator(path_or_run, "cpu")
+    if info.get("classes") is not None:
+        raise GankitError(f"{path_or_run} is a conditional run; gankit export does not yet export conditional "
+                          "generators (its contract is z -> images); sample it with gankit sample --class")
     G.requires_grad_(False)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -321,4 +324,4 @@ def load_export(path: str | os.PathLike, device: str = "auto") -> tuple[torch.nn
     checkpoint.load_state(G, state, "the generator", weights)
     G.to(resolve_device(device)).eval()
     return G, {"config": config, "shape": shape, "path": weights,
-               "progress": {"images_seen": record.get("images_seen", 0)}}
+               "progress": {"images_seen": record.get("images_seen", 0)}, "classes": None}

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from gankit.files import atomic_write
 
@@ -34,6 +34,19 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np
         top, left = pad + r * (h + pad), pad + col * (w + pad)
         grid[top:top + h, left:left + w] = pixels[i]
     return grid
+
+
+def label_rows(grid: np.ndarray, names: list[str], cell: int, pad: int = 2) -> np.ndarray:
+    """A make_grid picture (H, W, C) with a name written left of each row of `cell`-pixel images:
+    (H, W + margin, C), white text on the grid's black."""
+    font = ImageFont.load_default()
+    margin = max(int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(n, font=font)) for n in names) + 2 * pad
+    canvas = Image.new("L", (margin, grid.shape[0]), 0)
+    draw = ImageDraw.Draw(canvas)
+    for r, name in enumerate(names):
+        draw.text((pad, pad + r * (cell + pad) + max(0, (cell - 11) // 2)), name, fill=255, font=font)
+    text = np.repeat(np.asarray(canvas)[..., None], grid.shape[2], axis=2)
+    return np.concatenate([text, grid], axis=1)
 
 
 def save_png(pixels: np.ndarray, path: str | os.PathLike) -> None:

@@ -98,10 +98,14 @@ def walk(seeds: list[int], frames: int, latent_dim: int, linear: bool = False,
 
 
 @torch.no_grad()
-def render(G: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """G of each z alone (batch of one, as `gankit sample -n 1`), float on the CPU, (F, ...)."""
+def render(G: torch.nn.Module, z: torch.Tensor, class_index: int | None = None) -> torch.Tensor:
+    """G of each z alone (batch of one, as `gankit sample -n 1`), float on the CPU, (F, ...);
+    a conditional G's of class class_index."""
     device = next(G.parameters()).device
-    return torch.cat([G(z[i:i + 1].to(device)).float().cpu() for i in range(len(z))])
+    if class_index is None:
+        return torch.cat([G(z[i:i + 1].to(device)).float().cpu() for i in range(len(z))])
+    y = torch.tensor([class_index])
+    return torch.cat([G.sample(z[i:i + 1].to(device), y).float().cpu() for i in range(len(z))])
 
 
 def check_out(out: Path) -> str:
@@ -116,9 +120,10 @@ def check_out(out: Path) -> str:
 
 def interpolate(path_or_run: str | os.PathLike, seeds: str | list[int], frames: int,
                 out: str | os.PathLike, linear: bool = False, fps: float = 12.0,
-                device: str = "auto") -> Path:
-    """Write the walk to out (.gif, .png or .npz); returns out."""
-    from gankit.sample import load_generator
+                device: str = "auto", class_: str | None = None) -> Path:
+    """Write the walk to out (.gif, .png or .npz); returns out. A conditional run walks within
+    class_ (a name or index), whose key frames are `gankit sample --seed s -n 1 --class class_`."""
+    from gankit.sample import load_generator, resolve_class
 
     out = Path(out)
     suffix = check_out(out)
@@ -133,8 +138,14 @@ def interpolate(path_or_run: str | os.PathLike, seeds: str | list[int], frames: 
     if not images and shape[0] != 2 and suffix != ".npz":
         raise GankitError(f"--out {out}: this generator makes {shape[0]}-D toy points; a picture of a "
                           "walk is drawn for images and 2-D points only; use --out FILE.npz")
+    classes = info.get("classes")
+    if (class_ is None) != (classes is None):
+        raise GankitError(f"--class {class_}: {path_or_run} is not a conditional run; leave out --class" if classes is None
+                          else f"{path_or_run} is a conditional run: give the class to walk in with --class "
+                               f"(one of {', '.join(classes)})")
+    class_index = resolve_class(class_, classes) if classes is not None else None
     z, key_frames = walk(seeds, frames, info["config"].latent_dim, linear, closed=suffix == ".gif")
-    x = render(G, z)
+    x = render(G, z, class_index)
     try:
         _write(out, suffix, x, z, seeds, key_frames, images, frames, fps, info["config"].data)
     except OSError as exc:

@@ -19,11 +19,12 @@ from torch import nn
 
 from gankit import checkpoint, distributed
 from gankit.config import TrainConfig
-from gankit.data import ImageDataset, ToyDataset
+from gankit.data import ImageDataset, ToyDataset, class_frequencies
 from gankit.data.batches import batches_for, toy_seed
 from gankit.errors import CheckpointError
 from gankit.fastpath import Plan, configure_optimizer
 from gankit.models import build_models
+from gankit.models.conditional import draw_classes, join_noise
 
 
 @dataclass
@@ -39,6 +40,8 @@ class TrainState:
     batches: Any  # ImageBatches, StreamedImageBatches or ToyBatches (data/batches.py)
     noise: torch.Generator  # every z of training is drawn from it (a CPU generator: see draw_noise)
     fused: bool  # the optimisers' implementation this run's plan chose
+    classes: tuple[str, ...] | None = None  # --conditional: the class names, index i named classes[i]
+    class_weights: torch.Tensor | None = None  # --conditional: p(y), the data's class frequencies (K,), CPU
     images_seen: int = 0  # real images shown to D: k * batch_size per iteration
     iterations: int = 0
     best_fid: float | None = None
@@ -57,6 +60,7 @@ class TrainState:
             "progress": {"images_seen": self.images_seen, "iterations": self.iterations,
                          "best_fid": self.best_fid},
             "rng": rng_state(self.batches, self.noise),
+            **({"classes": list(self.classes)} if self.classes is not None else {}),
         }
 
     def load_state_dict(self, record: dict[str, Any], path: Path) -> list[str]:
@@ -67,6 +71,10 @@ class TrainState:
                 f"{path} was trained on data of shape {tuple(record['data_shape'])}, but {self.config.data} "
                 f"now gives {tuple(self.data_shape)}; resume with the same data and --image-size/--channels"
             )
+        if self.classes is not None and [str(c) for c in record.get("classes", [])] != list(self.classes):
+            raise CheckpointError(
+                f"{path} was trained on the classes {record.get('classes')}, but {self.config.data} now has "
+                f"{list(self.classes)}; resume with the same labelled data")
         checkpoint.load_state(self.G, record["G"], "the generator", path)
         checkpoint.load_state(self.D, record["D"], "the discriminator", path)
         checkpoint.load_state(self.opt_G, record["opt_G"], "the generator's optimiser", path)
@@ -92,7 +100,11 @@ def build_state(config: TrainConfig, dataset: ImageDataset | ToyDataset, plan: P
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
-    G, D = build_models(config, dataset.shape)
+    classes = tuple(dataset.classes) if config.conditional else None
+    weights = class_frequencies(dataset) if config.conditional else None  # CPU: drawing from it never syncs
+    G, D = build_models(config, dataset.shape, len(classes) if classes else None)
+    if classes:
+        G.class_weights.copy_(weights)
     G, D = G.to(device), D.to(device)
     if plan.channels_last:  # (B, C, H, W) tensors stored as (B, H, W, C): cuDNN's fast layout
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
@@ -101,9 +113,9 @@ def build_state(config: TrainConfig, dataset: ImageDataset | ToyDataset, plan: P
         config=config, data_shape=tuple(dataset.shape), G=G, D=D, G_step=G_step, D_step=D_step,
         opt_G=make_optimizer(config, G.parameters(), config.lr_g_resolved, fused=plan.fused),
         opt_D=make_optimizer(config, D.parameters(), config.lr_d_resolved, fused=plan.fused),
-        batches=batches_for(dataset, config.seed, device),
+        batches=batches_for(dataset, config.seed, device, conditional=config.conditional),
         noise=torch.Generator().manual_seed(noise_seed(config.seed)),  # on the CPU, whatever the device
-        fused=plan.fused,
+        fused=plan.fused, classes=classes, class_weights=weights,
     )
 
 
@@ -113,8 +125,9 @@ def noise_seed(seed: int) -> int:
 
 
 def draw_noise(generator: torch.Generator, m: int, dim: int, device: torch.device,
-               share: slice | None = None) -> torch.Tensor:
-    """m noise vectors (m, dim), or their `share` rows, on `device`.
+               share: slice | None = None, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """m noise vectors (m, dim), or their `share` rows, on `device`. With class_weights (a
+    conditional run), each with a class drawn from them joined on: (m, dim + 1).
 
     Drawn on the CPU from the run's CPU generator, so the noise stream is the same on every
     device and a checkpoint's noise state resumes on any device. On CUDA they are drawn into
@@ -123,6 +136,9 @@ def draw_noise(generator: torch.Generator, m: int, dim: int, device: torch.devic
     """
     pinned = device.type == "cuda"
     z = torch.randn(m, dim, generator=generator, pin_memory=pinned)
+    if class_weights is not None:  # after z, from the same stream: resume restores both
+        z = join_noise(z, draw_classes(class_weights, m, generator))
+        z = z.pin_memory() if pinned else z
     if share is not None:
         z = z[share]  # only this process's rows cross to the device
     return z if device.type == "cpu" else z.to(device, non_blocking=pinned)

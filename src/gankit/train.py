@@ -32,18 +32,19 @@ from torch import nn
 
 from gankit import checkpoint, distributed, runs, tblog
 from gankit.config import TrainConfig
-from gankit.data import ImageDataset, ToyDataset, load_dataset
+from gankit.data import ImageDataset, ToyDataset, class_frequencies, load_dataset
 from gankit.data.batches import StreamedImageBatches
 from gankit.devices import resolve_device
 from gankit.diagnostics import Diagnostics, Finding
-from gankit.errors import ConfigError, GankitError, TrainingDiverged, TrainingInterrupted
+from gankit.errors import ConfigError, DataError, GankitError, TrainingDiverged, TrainingInterrupted
 from gankit.evaluate import EvalProtocol, score_samples
 from gankit.fastpath import GraphedIteration, Plan, autocast_for, fast_path_plan, precision_flags
 from gankit.imagegrid import save_grid, save_png, scatter
 from gankit.losses import discriminator_loss, generator_loss
+from gankit.models.conditional import MAX_CLASSES, join_noise, split
 from gankit.progress import Progress
 from gankit.runlog import MetricsLog, write_config
-from gankit.sample import generate, interleave
+from gankit.sample import generate, interleave, sample_classes
 from gankit.state import TrainState, build_state, draw_noise
 from gankit.stopsignal import STOP_GRACE, StopFlag
 
@@ -94,6 +95,8 @@ def _start(config: TrainConfig, run_dir: Path, record: dict | None, stream: Text
             distributed.check_batch(world, config.batch_size)
             dataset = load_dataset(config.data, split="train", data_dir=config.data_dir,
                                    image_size=config.image_size, channels=config.channels)
+            if config.conditional:  # a clear error for data without (enough) labels, before any folder exists
+                check_classes(dataset)
             if record is None and world.main:
                 runs.prepare_new(run_dir, overwrite=overwrite)
         plan = fast_path_plan(config, world.device, distributed=world.launched, processes=world.size)
@@ -112,6 +115,14 @@ def _disk_errors(run_dir: Path):
             f"cannot write {where}: {exc.strerror or exc}. Checkpoints already in {run_dir} are "
             f"intact; free space or fix permissions, then continue with: gankit train --resume {run_dir}"
         ) from None
+
+
+def check_classes(dataset: ImageDataset | ToyDataset) -> None:
+    """DataError unless the dataset has labels of 2 to MAX_CLASSES classes (--conditional)."""
+    count = len(class_frequencies(dataset))
+    if not 2 <= count <= MAX_CLASSES:
+        raise DataError(f"--conditional: {dataset.name} has {count} class{'es' if count != 1 else ''}; a "
+                        f"conditional GAN needs 2 to {MAX_CLASSES} (for a folder: one subfolder per class)")
 
 
 def total_images(config: TrainConfig, dataset: ImageDataset | ToyDataset) -> int:
@@ -313,13 +324,23 @@ def open_run(config: TrainConfig, plan: Plan, run_dir: Path, dataset: ImageDatas
     tensorboard_missing = world.main and config.tensorboard == "on" and not tblog.available()
     if world.main and config.tensorboard == "on" and not tensorboard_missing:  # rewritten up to the checkpoint
         log.mirror = tblog.TensorBoardLog(run_dir, state.images_seen)
-    fixed_z = torch.randn(config.grid_size, config.latent_dim,
-                          generator=torch.Generator().manual_seed(config.seed + 12_345)).to(world.device)
+    fixed_z = snapshot_noise(config, state.classes).to(world.device)
     end = planned_end(total, state.images_seen, config.k * config.batch_size)
     progress = Progress(end, start=state.images_seen, stream=stream)
     if tensorboard_missing:
         progress.message(tblog.missing_note())
     return Run(config, plan, world, run_dir, dataset, total, log, progress, Diagnostics(g_loss=config.g_loss), fixed_z)
+
+
+def snapshot_noise(config: TrainConfig, classes: tuple[str, ...] | None) -> torch.Tensor:
+    """The snapshot grids' noise (grid_size, latent_dim); a conditional run's, one row of the grid
+    per class (grid_size // K columns, at least 1), with the classes joined on."""
+    g = torch.Generator().manual_seed(config.seed + 12_345)
+    if classes is None:
+        return torch.randn(config.grid_size, config.latent_dim, generator=g)
+    per_class = max(1, config.grid_size // len(classes))
+    z = torch.randn(per_class * len(classes), config.latent_dim, generator=g)
+    return join_noise(z, torch.arange(len(classes)).repeat_interleave(per_class))
 
 
 def _make_step(run: Run, state: TrainState) -> EagerIteration | GraphedIteration:
@@ -342,8 +363,9 @@ def _announce(run: Run, state: TrainState) -> None:
     source = getattr(run.dataset, "source", None)  # toy distributions have no files
     run.progress.message(
         f"gankit: training {config.model} on {run.dataset.name} {tuple(run.dataset.shape)}"
-        + (f" from {source}" if source else "") + f" on {world.device}, "
-        f"k={config.k}, batch {config.batch_size}, {config.g_loss} G loss, {config.optimizer} "
+        + (f" from {source}" if source else "") + f" on {world.device}"
+        + (f", conditional on {len(state.classes)} classes ({_class_list(state.classes)})" if state.classes else "")
+        + f", k={config.k}, batch {config.batch_size}, {config.g_loss} G loss, {config.optimizer} "
         f"lr G {config.lr_g_resolved:g} / D {config.lr_d_resolved:g}; run folder {run.dir}"
         + (f"; {world.size} processes (batch {config.batch_size // world.size} each, batch norm "
            f"{'over the global batch' if config.sync_bn == 'on' else 'per process'})" if world.launched else "")
@@ -362,6 +384,10 @@ def _announce(run: Run, state: TrainState) -> None:
                              "memory and a background thread gathers the minibatches ahead of the step")
 
 
+def _class_list(classes: tuple[str, ...], most: int = 10) -> str:
+    return ", ".join(classes[:most]) + (f", ... ({len(classes) - most} more)" if len(classes) > most else "")
+
+
 def training_loop(run: Run, state: TrainState, step, stop: StopFlag) -> Reading:
     """Algorithm 1 until the run's length, with everything a run does between iterations."""
     config, world = run.config, run.world
@@ -376,8 +402,8 @@ def training_loop(run: Run, state: TrainState, step, stop: StopFlag) -> Reading:
         reals = [state.batches.next(m, share) for _ in range(config.k)]
         if run.plan.channels_last:
             reals = [x.contiguous(memory_format=torch.channels_last) for x in reals]
-        noises = [draw_noise(state.noise, m, config.latent_dim, world.device, share)  # on the CPU: see state.py
-                  for _ in range(config.k + 1)]
+        noises = [draw_noise(state.noise, m, config.latent_dim, world.device, share,  # on the CPU: see state.py
+                             state.class_weights) for _ in range(config.k + 1)]
         # D(G(z)) after the G step costs a G and a D forward pass; it is measured on the
         # iterations whose rows are logged (all of them by default), the first and the last.
         measure = (run.plan.graphs or (state.iterations + 1) % config.log_every == 0
@@ -514,9 +540,11 @@ def snapshot(run: Run, state: TrainState) -> None:
     with torch.no_grad():
         fake = G(run.fixed_z)
     G.train()
+    if state.classes is not None:  # drop the labels (models/conditional.py); the grid has a row per class
+        fake = split(fake)[0]
     name = run.dir / runs.SAMPLES / f"{state.images_seen:09d}.png"
     if isinstance(run.dataset, ImageDataset):
-        save_grid(fake, name)
+        save_grid(fake, name, nrow=len(fake) // len(state.classes) if state.classes else None)
         real = run.dataset.to_float(run.dataset.images[: config.grid_size])
     else:
         real = run.dataset.sample(config.grid_size, torch.Generator().manual_seed(0))
@@ -535,13 +563,15 @@ def evaluate_now(run: Run, state: TrainState) -> None:
     began = time.perf_counter()
     config, world = run.config, run.world
     state.G.eval()  # every process generates its share of the samples; rank 0 scores them all
-    mine = generate(state.G, config.eval_samples, config.seed, config.latent_dim, part=(world.rank, world.size))
+    labels = sample_classes(state.G, config.eval_samples, config.seed)  # None unless conditional
+    mine = generate(state.G, config.eval_samples, config.seed, config.latent_dim, part=(world.rank, world.size),
+                    classes=labels)
     state.G.train()
     parts = world.gather(mine)
     if not world.main:
         return
     protocol = EvalProtocol.for_training(config)
-    metrics, record = score_samples(interleave(parts), config, protocol, log=run.progress.stream)
+    metrics, record = score_samples(interleave(parts), config, protocol, log=run.progress.stream, labels=labels)
     row = {"time": round(began - run.started, 3), **metrics}
     metrics.pop("n_samples", None)
     text = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())

@@ -1,7 +1,10 @@
 """Datasets by name: images come as (N, C, H, W) uint8 (or float in [-1, 1]) and are served to the
 networks in [-1, 1] by ImageDataset.to_float; toy distributions are sampled afresh.
 
-Names: fashion-mnist, mnist, folder:PATH, npz:PATH, toy:NAME.
+Names: fashion-mnist, mnist, folder:PATH, npz:PATH, toy:NAME. Labels, where a source has them:
+ImageDataset.labels / .classes (IDX label files; a folder's class subfolders; an npz's 'y' or
+'labels', see images.py), and a toy mixture's components (ToyDataset.sample_labelled).
+class_frequencies gives what conditional training draws fake labels from.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from gankit.data.images import ImageDataset, check_options, convert, load_folder
 from gankit.data.toy import TOY_DISTRIBUTIONS, ToyDataset
 from gankit.errors import DataError
 
-__all__ = ["IMAGE_NAMES", "ImageDataset", "ToyDataset", "load_dataset"]
+__all__ = ["IMAGE_NAMES", "ImageDataset", "ToyDataset", "class_frequencies", "load_dataset"]
 
 IMAGE_NAMES = ("fashion-mnist", "mnist")  # plus "folder:PATH", "npz:PATH", "toy:NAME"
 _TOY_NAMES = ", ".join(f"toy:{n}" for n in TOY_DISTRIBUTIONS)
 ALL_NAMES = f"fashion-mnist, mnist, folder:PATH, npz:PATH, {_TOY_NAMES}"
+LABELLED_NAMES = ("fashion-mnist, mnist, folder:PATH with class subfolders, npz:PATH with a y/labels "
+                  "array, toy:NAME")
 
 
 def load_dataset(name: str, *, split: str = "train", data_dir: str | os.PathLike | None = None,
@@ -32,9 +37,10 @@ def load_dataset(name: str, *, split: str = "train", data_dir: str | os.PathLike
     """
     if name in IMAGE_NAMES:
         check_options(image_size, channels, name)
-        images, _, source = mnist.load_split(name, split, data_dir, download)
+        images, labels, source = mnist.load_split(name, split, data_dir, download)
         x = torch.from_numpy(images).unsqueeze(1)  # (N, 28, 28) -> (N, 1, 28, 28) uint8
-        return ImageDataset(name, convert(x, image_size, channels).contiguous(), source)
+        return ImageDataset(name, convert(x, image_size, channels).contiguous(), source,
+                            torch.from_numpy(labels).long(), mnist.CLASSES[name])
     kind, _, path = name.partition(":")
     if kind in ("folder", "npz") and not path:
         raise DataError(f"dataset {name!r} names no path; use {kind}:PATH")
@@ -48,3 +54,15 @@ def load_dataset(name: str, *, split: str = "train", data_dir: str | os.PathLike
             raise DataError(f"unknown toy distribution {name!r}; use one of {_TOY_NAMES}")
         return ToyDataset(name, TOY_DISTRIBUTIONS[toy])
     raise DataError(f"unknown dataset {name!r}; use one of: {ALL_NAMES}")
+
+
+def class_frequencies(dataset: ImageDataset | ToyDataset) -> torch.Tensor:
+    """(K,) float64 summing to 1: each class's share of the images (label counts), or a toy
+    mixture's component weights. DataError if the dataset has no labels."""
+    if isinstance(dataset, ToyDataset):
+        return dataset.class_weights
+    if dataset.labels is None or dataset.classes is None or len(dataset.labels) == 0:
+        raise DataError(f"{dataset.name} has no labels; --conditional needs a labelled dataset "
+                        f"({LABELLED_NAMES})")
+    counts = torch.bincount(dataset.labels, minlength=len(dataset.classes))  # (K,) int64
+    return counts.double() / counts.sum()

@@ -7,6 +7,8 @@ Toy distributions are sampled afresh from a generator whose state is checkpointe
 On CUDA the images live on the GPU as uint8 when they fit (ImageBatches); a dataset larger than
 half the free GPU memory stays in pinned host memory and a background thread gathers the next
 minibatches ahead of the step (StreamedImageBatches): same data order, same checkpoint state.
+With conditional=True (--conditional) every minibatch carries its labels as one more channel
+(models/conditional.attach): the labels are gathered with the images, by the same index.
 Every generator here is a CPU one (toy samples are copied to the device), so the data stream is
 the same on every device and a checkpoint's state resumes on any device.
 """
@@ -19,12 +21,14 @@ import threading
 import torch
 
 from gankit.data import ImageDataset, ToyDataset
+from gankit.models.conditional import attach
 
 
 class ImageBatches:
-    def __init__(self, dataset: ImageDataset, seed: int, device: torch.device):
+    def __init__(self, dataset: ImageDataset, seed: int, device: torch.device, conditional: bool = False):
         self.dataset = dataset
         self.images = dataset.images.to(device)  # (N, C, H, W), uint8 or float in [-1, 1]
+        self.labels = dataset.labels.to(device) if conditional else None  # (N,) int64
         self.seed = seed
         self.position = 0  # images consumed since the start of training
         self._perm_epoch = -1
@@ -51,7 +55,8 @@ class ImageBatches:
         `share`, only those rows of the m (one process's part of a global minibatch)."""
         index = self._index(self.position, m, share)
         self.position += m
-        return self.dataset.to_float(self.images[index])
+        x = self.dataset.to_float(self.images[index])
+        return x if self.labels is None else attach(x, self.labels[index])
 
     def _index(self, position: int, m: int, share: slice | None) -> torch.Tensor:
         """Dataset indices of the m images from `position` on (the `share` rows of them)."""
@@ -83,8 +88,10 @@ class StreamedImageBatches(ImageBatches):
     only starts each copy to the device. The order, the shares and the state are ImageBatches'.
     """
 
-    def __init__(self, dataset: ImageDataset, seed: int, device: torch.device, depth: int = 3):
+    def __init__(self, dataset: ImageDataset, seed: int, device: torch.device, conditional: bool = False,
+                 depth: int = 3):
         self.dataset = dataset
+        self.labels = dataset.labels if conditional else None  # (N,) int64, host
         self.device = device
         self.pinned = device.type == "cuda"
         if self.pinned and not dataset.images.is_pinned():
@@ -104,12 +111,14 @@ class StreamedImageBatches(ImageBatches):
         key = (m, None if share is None else (share.start, share.stop))
         if self._worker is None or key != self._key:
             self._start(m, share, key)
-        rows = self._ready.get()
-        if isinstance(rows, BaseException):
+        item = self._ready.get()
+        if isinstance(item, BaseException):
             self._worker = None
-            raise rows
+            raise item
+        rows, labels = item
         self.position += m
-        return self.dataset.to_float(rows.to(self.device, non_blocking=self.pinned))
+        x = self.dataset.to_float(rows.to(self.device, non_blocking=self.pinned))
+        return x if labels is None else attach(x, labels.to(self.device, non_blocking=self.pinned))
 
     def _start(self, m: int, share: slice | None, key: tuple) -> None:
         self.close()
@@ -130,7 +139,9 @@ class StreamedImageBatches(ImageBatches):
                 rows = torch.empty((len(index), *self.images.shape[1:]), dtype=self.images.dtype,
                                    pin_memory=self.pinned)
                 torch.index_select(self.images, 0, index, out=rows)
-                _offer(ready, rows, stop)
+                labels = None if self.labels is None else self.labels[index].pin_memory() if self.pinned \
+                    else self.labels[index]
+                _offer(ready, (rows, labels), stop)
         except BaseException as exc:  # handed to the training loop, which raises it
             _offer(ready, exc, stop)
 
@@ -164,13 +175,17 @@ class ToyBatches:
     """Samples of a toy distribution, drawn on the CPU (a few numbers per row) and copied to the
     device from pinned memory without waiting."""
 
-    def __init__(self, dataset: ToyDataset, seed: int, device: torch.device):
+    def __init__(self, dataset: ToyDataset, seed: int, device: torch.device, conditional: bool = False):
         self.dataset = dataset
         self.device = device
+        self.conditional = conditional  # each point labelled with its mixture component
         self.generator = torch.Generator().manual_seed(toy_seed(seed))
 
     def next(self, m: int, share: slice | None = None) -> torch.Tensor:
-        x = self.dataset.sample(m, self.generator)  # (m, dim), on the CPU
+        if self.conditional:
+            x = attach(*self.dataset.sample_labelled(m, self.generator))  # (m, dim + 1), on the CPU
+        else:
+            x = self.dataset.sample(m, self.generator)  # (m, dim), on the CPU
         x = x if share is None else x[share]
         if self.device.type == "cpu":
             return x
@@ -187,14 +202,15 @@ class ToyBatches:
 
 
 def batches_for(dataset: ImageDataset | ToyDataset, seed: int, device: torch.device,
-                device_bytes: int | None = None) -> ImageBatches | ToyBatches:
+                device_bytes: int | None = None, conditional: bool = False) -> ImageBatches | ToyBatches:
     """The batches of this dataset on this device. device_bytes: what the images may take on the
-    device (default: half the free GPU memory on CUDA, unlimited on the CPU)."""
+    device (default: half the free GPU memory on CUDA, unlimited on the CPU). conditional: with
+    the labels attached."""
     if isinstance(dataset, ToyDataset):
-        return ToyBatches(dataset, seed, device)
+        return ToyBatches(dataset, seed, device, conditional)
     if device_bytes is None and device.type == "cuda":
         device_bytes = torch.cuda.mem_get_info(device)[0] // 2
     size = dataset.images.numel() * dataset.images.element_size()
     if device_bytes is not None and size > device_bytes:
-        return StreamedImageBatches(dataset, seed, device)
-    return ImageBatches(dataset, seed, device)
+        return StreamedImageBatches(dataset, seed, device, conditional)
+    return ImageBatches(dataset, seed, device, conditional)

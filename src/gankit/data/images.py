@@ -1,7 +1,21 @@
-"""Image datasets: folders of PNG/JPEG files and .npz/.npy arrays -> (N, C, H, W) tensors.
+"""Image datasets: folders of PNG/JPEG files and .npz/.npy arrays -> (N, C, H, W) tensors, with
+class labels where the source has them.
 
 Pixels stay uint8 (0..255) where the source is 8-bit, a quarter of the memory of float; they are
 mapped to [-1, 1] per batch by ImageDataset.to_float. Float arrays are stored already in [-1, 1].
+
+Labels (ImageDataset.labels, (N,) int64 in 0..K-1, and .classes, the K names):
+- A folder is labelled when every image lies inside a first-level subfolder: those subfolders
+  (the ones holding images, searched recursively) are the classes, in sorted order, named after
+  themselves. A folder with any image directly at its top level is unlabelled, exactly as
+  before, even if other images are in subfolders. The images are in the same (sorted-path)
+  order either way.
+- An .npz archive is labelled when it holds a label array 'y' or 'labels' beside the images
+  (both: they must be equal, and 'y' is reported; different, an error). The labels are 1-D, one
+  per image, integers >= 0 (any integer dtype, or floats with integer values). Class names are a
+  'classes' (else 'class_names') string array when there is one, which then fixes K = its length
+  and must cover every label; else "0".."K-1" with K = max label + 1. The source string says
+  which arrays were used. A lone .npy file is unlabelled.
 """
 
 from __future__ import annotations
@@ -10,6 +24,7 @@ import math
 import os
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +41,9 @@ from gankit.errors import DataError
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ARRAY_KEYS = ("images", "x", "arr_0")  # preferred .npz members, in order
+LABEL_KEYS = ("y", "labels")  # .npz label members, the first reported when both are present
+CLASS_KEYS = ("classes", "class_names")  # .npz class-name members, likewise
+MAX_CLASSES = 100_000  # a label above this is a corrupt array, not a class index
 _RESIZE_CHUNK_BYTES = 1 << 26  # float32 working memory per interpolate call
 
 
@@ -36,6 +54,20 @@ class ImageDataset:
     name: str  # e.g. "fashion-mnist", "folder:/x", "npz:/x.npz"
     images: torch.Tensor  # (N, C, H, W): uint8 0..255, or float32 already in [-1, 1]; CPU, contiguous
     source: str  # where it came from, for people
+    labels: torch.Tensor | None = None  # (N,) int64 class indices 0..K-1, CPU; None if unlabelled
+    classes: tuple[str, ...] | None = None  # the K class names: label i is classes[i]
+
+    def __post_init__(self) -> None:
+        # Programming errors, not user input: loaders validate their sources with DataErrors.
+        if (self.labels is None) != (self.classes is None):
+            raise ValueError(f"{self.name}: labels and classes come together (both or neither)")
+        if self.labels is not None:
+            if self.labels.dtype != torch.int64 or tuple(self.labels.shape) != (len(self.images),):
+                raise ValueError(f"{self.name}: labels must be ({len(self.images)},) int64, got "
+                                 f"{tuple(self.labels.shape)} {self.labels.dtype}")
+            low, high = (int(self.labels.min()), int(self.labels.max())) if len(self.labels) else (0, -1)
+            if low < 0 or high >= len(self.classes):
+                raise ValueError(f"{self.name}: labels must lie in 0..{len(self.classes) - 1}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -70,7 +102,8 @@ def load_folder(path: str | os.PathLike, image_size: int | None = None,
 
     image_size None keeps the native size (all images must share it); otherwise the shorter side
     is resized to image_size and the centre cropped square. channels None: 1 if every image is
-    grey, else 3.
+    grey, else 3. Labelled by first-level subfolder when no image is at the top level (see the
+    module docstring).
     """
     root = Path(path)
     name = f"folder:{path}"
@@ -104,7 +137,26 @@ def load_folder(path: str | os.PathLike, image_size: int | None = None,
     for i, file in enumerate(files):
         x = _decode(file, channels)  # (1, C, h, w) uint8
         out[i] = x[0] if image_size is None else resize(x, image_size)[0]
-    return ImageDataset(name, out, f"{len(files)} images under {root.resolve()}")
+    labelled = _folder_labels(root, files)
+    if labelled is None:
+        return ImageDataset(name, out, f"{len(files)} images under {root.resolve()}")
+    labels, classes = labelled
+    return ImageDataset(name, out, f"{len(files)} images under {root.resolve()} in {len(classes)} "
+                                   f"classes (its subfolders)", labels, classes)
+
+
+def _folder_labels(root: Path, files: list[Path]) -> tuple[torch.Tensor, tuple[str, ...]] | None:
+    """(labels (N,) int64, class names) from each file's first-level subfolder under root; None
+    when any file lies directly in root (a mixed or flat folder is unlabelled)."""
+    firsts = []
+    for file in files:
+        parts = file.relative_to(root).parts
+        if len(parts) < 2:
+            return None
+        firsts.append(parts[0])
+    classes = tuple(sorted(set(firsts)))
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index[f] for f in firsts], dtype=torch.int64), classes
 
 
 def _header(file: Path) -> tuple[str, tuple[int, int]]:
@@ -153,7 +205,8 @@ def load_npz(path: str | os.PathLike, image_size: int | None = None,
     """Images from an .npz archive or .npy file: (N, H, W) or (N, H, W, C), C in 1, 3, 4.
 
     uint8 stays uint8; float in [0, 1] is mapped to [-1, 1], float in [-1, 1] kept; alpha dropped.
-    Never unpickles (object arrays are refused).
+    Labels from a 'y' / 'labels' member (see the module docstring). Never unpickles (object
+    arrays are refused).
     """
     path = Path(path)
     name = f"npz:{path}"
@@ -161,7 +214,7 @@ def load_npz(path: str | os.PathLike, image_size: int | None = None,
     if not path.is_file():
         raise DataError(f"{name}: no such file; give an .npz or .npy file of images")
     try:
-        array = _read_array(path)
+        array, key, extras = _read_arrays(path)
     except DataError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
@@ -190,32 +243,107 @@ def load_npz(path: str | os.PathLike, image_size: int | None = None,
     else:
         raise DataError(f"{path}: images must be uint8 or float, got {array.dtype}")
     x = convert(x.permute(0, 3, 1, 2), image_size, channels)  # (N, C, H, W)
-    return ImageDataset(name, x.contiguous(), str(path.resolve()))
+    if "labels" not in extras:
+        return ImageDataset(name, x.contiguous(), str(path.resolve()))
+    label_key, labels = extras["labels"]
+    y = _check_labels(labels, len(x), path, label_key)
+    used = f"images '{key}', labels '{label_key}'"
+    if "classes" in extras:
+        class_key, names = extras["classes"]
+        classes = _check_classes(names, y, path, class_key)
+        used += f", classes '{class_key}'"
+    else:
+        classes = tuple(str(i) for i in range(int(y.max()) + 1))  # N > 0 here
+    return ImageDataset(name, x.contiguous(), f"{path.resolve()} ({used})", y, classes)
 
 
-def _read_array(path: Path) -> np.ndarray:
-    """The image array of an .npy file, or of an .npz archive ("images", "x", "arr_0" or its only
-    array). The header's claimed size is checked against the bytes that can back it before any
-    allocation, so a lying header cannot make numpy allocate terabytes."""
+def _read_arrays(path: Path) -> tuple[np.ndarray, str | None, dict[str, tuple[str, np.ndarray]]]:
+    """(images, their key, extras) from an .npy file (key None, no extras) or an .npz archive.
+
+    The images are the member "images", "x" or "arr_0", else the archive's only array besides
+    labels and class names. extras maps "labels" and "classes" to (key, array) where the archive
+    has them (LABEL_KEYS, CLASS_KEYS). Each header's claimed size is checked against the bytes
+    that can back it before any allocation, so a lying header cannot make numpy allocate
+    terabytes.
+    """
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as f:
-            return _read_npy(f, path.stat().st_size, path)
+            return _read_npy(f, path.stat().st_size, path), None, {}
     with zipfile.ZipFile(path) as archive:
         names = {n[:-4]: n for n in archive.namelist() if n.endswith(".npy")}
         if not names:
             raise DataError(f"{path}: the archive holds no .npy arrays")
-        key = next((k for k in ARRAY_KEYS if k in names), next(iter(names)) if len(names) == 1 else None)
+        key = next((k for k in ARRAY_KEYS if k in names), None)
+        if key is None:
+            others = [k for k in names if k not in LABEL_KEYS + CLASS_KEYS]
+            key = others[0] if len(others) == 1 else next(iter(names)) if len(names) == 1 else None
         if key is None:
             raise DataError(f"{path} holds arrays {sorted(names)}; name the images array 'images' "
-                            f"(or 'x', 'arr_0'), or save only that array")
-        info = archive.getinfo(names[key])
-        # Deflate expands at most ~1032:1, so the member's real size is bounded by its compressed size.
-        backing = min(info.file_size, info.compress_size * 1032 + 1024)
-        with archive.open(info) as f:
-            return _read_npy(f, backing, path)
+                            f"(or 'x', 'arr_0'), or save only that array (and its labels as 'y')")
+        images = _read_member(archive, names[key], path)
+        extras = {}
+        for what, keys in (("labels", LABEL_KEYS), ("classes", CLASS_KEYS)):
+            present = [k for k in keys if k in names and k != key]
+            arrays = [_read_member(archive, names[k], f"{path} (array '{k}')") for k in present]
+            if len(arrays) > 1 and not all(np.array_equal(arrays[0], other) for other in arrays[1:]):
+                both = " and ".join(f"'{k}'" for k in present)
+                raise DataError(f"{path} holds {what} under both {both} and they differ; keep only one")
+            if arrays:
+                extras[what] = (present[0], arrays[0])
+        return images, key, extras
 
 
-def _read_npy(f: BinaryIO, backing_bytes: int, path: Path) -> np.ndarray:
+def _read_member(archive: zipfile.ZipFile, member: str, where: Path | str) -> np.ndarray:
+    info = archive.getinfo(member)
+    # Deflate expands at most ~1032:1, so the member's real size is bounded by its compressed size.
+    backing = min(info.file_size, info.compress_size * 1032 + 1024)
+    with archive.open(info) as f:
+        return _read_npy(f, backing, where)
+
+
+def _check_labels(array: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
+    """(n,) int64 labels from an archive member; DataError naming the file and key unless they
+    are one non-negative integer per image."""
+    where = f"{path}: labels '{key}'"
+    if array.ndim != 1:
+        raise DataError(f"{where} must be 1-D (one class index per image), got shape {tuple(array.shape)}")
+    if len(array) != n:
+        raise DataError(f"{where} hold {len(array)} labels but there are {n} images")
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{where} must be integers (class indices), found {array[i].item()!r} at index {i}")
+    elif array.dtype.kind not in "iu":
+        raise DataError(f"{where} must be integers (class indices), got dtype {array.dtype}")
+    if array.min() < 0:
+        i = int(np.argmin(array))
+        raise DataError(f"{where} must be class indices 0..K-1, found {array[i].item()!r} at index {i}")
+    if array.max() >= MAX_CLASSES:
+        i = int(np.argmax(array))
+        raise DataError(f"{where} must be class indices 0..K-1 with K <= {MAX_CLASSES}, found "
+                        f"{array[i].item()!r} at index {i}")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def _check_classes(array: np.ndarray, labels: torch.Tensor, path: Path, key: str) -> tuple[str, ...]:
+    """Class names from an archive member: a 1-D string array, a distinct name for every label."""
+    where = f"{path}: class names '{key}'"
+    if array.ndim != 1 or array.dtype.kind not in "US":
+        raise DataError(f"{where} must be a 1-D string array, got shape {tuple(array.shape)} and dtype "
+                        f"{array.dtype}")
+    names = tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.tolist())
+    top = int(labels.max())
+    if top >= len(names):
+        raise DataError(f"{where} name {len(names)} classes but the labels go up to {top}; give a "
+                        f"name for each class 0..{top}")
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise DataError(f"{where} repeat {repeated}; each class needs its own name")
+    return names
+
+
+def _read_npy(f: BinaryIO, backing_bytes: int, path: Path, hint: str = "a uint8 or float array") -> np.ndarray:
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
@@ -225,7 +353,7 @@ def _read_npy(f: BinaryIO, backing_bytes: int, path: Path) -> np.ndarray:
         raise DataError(f"cannot read {path}: .npy format version {version} is not supported (1.0, 2.0 are)")
     if dtype.hasobject:
         raise DataError(f"cannot read {path}: object arrays are not supported (they need pickle); "
-                        f"save a uint8 or float array")
+                        f"save {hint}")
     count = math.prod(shape)
     claimed = count * dtype.itemsize
     if claimed > backing_bytes:

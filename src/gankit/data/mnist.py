@@ -27,6 +27,11 @@ from gankit.errors import DataError
 from gankit.files import atomic_write, sha256
 
 NAMES = ("fashion-mnist", "mnist")
+CLASSES = {  # label i is CLASSES[name][i]; Fashion-MNIST's official names
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "mnist": tuple(str(digit) for digit in range(10)),
+}
 SPLITS = ("train", "test")
 FILES = {  # split -> (images, labels), without the optional .gz
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -188,7 +193,8 @@ def _not_found_message(name: str, data_dir: str | os.PathLike | None, reason: st
 
 def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
                download: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
-    """(images (N, 28, 28) uint8, labels (N,) uint8, source) for the train or test split."""
+    """(images (N, 28, 28) uint8, labels (N,) uint8 in 0..9, source) for the train or test split;
+    label i names the class CLASSES[name][i]."""
     _check_name(name)
     if split not in FILES:
         raise DataError(f"unknown split {split!r} for {name}; use train or test")
@@ -207,6 +213,10 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
                         f"{len(labels)} labels; one of them is wrong, download them again")
     if len(images) == 0:
         raise DataError(f"{image_file} holds no images")
+    if labels.max() >= len(CLASSES[name]):
+        i = int(np.argmax(labels))
+        raise DataError(f"{label_file} holds label {labels[i]} at index {i}, outside {name}'s classes "
+                        f"0..{len(CLASSES[name]) - 1}; the file is corrupt, download it again")
     return images, labels, f"{image_file}, {label_file}"
 
 

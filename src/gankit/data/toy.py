@@ -1,5 +1,6 @@
 """Toy distributions with known densities: the 1-D problems of the theory and the 2-D
-mode-collapse benchmarks (ring of 8 and grid of 25 Gaussians, as in VEEGAN and PacGAN).
+mode-collapse benchmarks (ring of 8 and grid of 25 Gaussians, as in VEEGAN and PacGAN). Each
+mixture component is a class ("0".."K-1") for conditional training.
 
 Samples stay in their natural coordinates, NOT scaled to [-1, 1], so that the published
 definitions (e.g. "within 3 standard deviations of a mode") apply unchanged; models for toy
@@ -34,13 +35,18 @@ class ToyDistribution:
 
     def sample(self, m: int, generator: torch.Generator) -> torch.Tensor:
         """(m, dim) float32 samples on the generator's device, drawn only from `generator`."""
+        return self.sample_labelled(m, generator)[0]
+
+    def sample_labelled(self, m: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x (m, dim) float32, component index (m,) int64), on the generator's device and drawn
+        only from `generator`; x is exactly what sample() draws from the same generator state."""
         device = generator.device
         if m <= 0:
-            return torch.empty(0, self.dim, device=device)
+            return torch.empty(0, self.dim, device=device), torch.empty(0, dtype=torch.int64, device=device)
         component = torch.multinomial(self.weights.to(device), m, replacement=True, generator=generator)
         noise = torch.randn(m, self.dim, generator=generator, device=device, dtype=torch.float64)
         x = self.means.to(device)[component] + noise * self.stds.to(device)[component, None]  # (m, dim)
-        return x.float()
+        return x.float(), component
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact mixture log density of (m, dim) points: (m,) float64 on x's device."""
@@ -85,6 +91,21 @@ class ToyDataset:
     def shape(self) -> tuple[int]:
         return (self.distribution.dim,)
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """One class per mixture component: "0".."K-1"."""
+        return tuple(str(i) for i in range(len(self.distribution.weights)))
+
+    @property
+    def class_weights(self) -> torch.Tensor:
+        """(K,) float64 component weights, summing to 1 (a copy)."""
+        return self.distribution.weights.clone()
+
     def sample(self, m: int, generator: torch.Generator) -> torch.Tensor:
         """(m, dim) float32 on generator.device."""
         return self.distribution.sample(m, generator)
+
+    def sample_labelled(self, m: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x (m, dim) float32, component index (m,) int64) on generator.device; x is what
+        sample() would draw from the same generator state."""
+        return self.distribution.sample_labelled(m, generator)

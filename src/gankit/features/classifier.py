@@ -142,3 +142,14 @@ def extract(model: Classifier, images: torch.Tensor, batch: int = 1000) -> torch
         out.append(model.features(x).double())
     return torch.cat(out)
 
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, 1, 28, 28): one channel, 28x28, for the classifier."""
+    if images.shape[1:] == (1, 28, 28):
+        return images
+    x = images.float()
+    if x.shape[1] == 3:
+        x = x.mean(1, keepdim=True)
+    if x.shape[-2:] != (28, 28):
+        x = F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8)

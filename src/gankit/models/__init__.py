@@ -6,14 +6,20 @@ from torch import nn
 
 from gankit.config import TrainConfig
 from gankit.errors import ConfigError
+from gankit.models.conditional import EMBED_DIM, MAX_CLASSES, conditional
 from gankit.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from gankit.models.mlp import MLPDiscriminator, MLPGenerator
 
 DEFAULT_WIDTH = {"dcgan": 64, "mlp": 512}
 
 
-def build_models(config: TrainConfig, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
-    """G and D for data of shape (C, H, W) (images) or (dim,) (toy points), freshly initialised."""
+def build_models(config: TrainConfig, data_shape: tuple[int, ...],
+                 num_classes: int | None = None) -> tuple[nn.Module, nn.Module]:
+    """G and D for data of shape (C, H, W) (images) or (dim,) (toy points), freshly initialised;
+    with config.conditional, the conditional pair for num_classes classes (models/conditional.py)."""
+    if config.conditional and not (isinstance(num_classes, int) and 2 <= num_classes <= MAX_CLASSES):
+        raise ConfigError(f"--conditional needs data with 2 to {MAX_CLASSES} classes, got {num_classes}")
+    z_in = config.latent_dim + (EMBED_DIM if config.conditional else 0)  # G's input: z, and the class embedding
     g_width = config.g_width or DEFAULT_WIDTH[config.model]
     d_width = config.d_width or DEFAULT_WIDTH[config.model]
     if config.model == "dcgan":
@@ -21,16 +27,18 @@ def build_models(config: TrainConfig, data_shape: tuple[int, ...]) -> tuple[nn.M
             raise ConfigError(f"--model dcgan needs square images, got data of shape {tuple(data_shape)}")
         channels, size = data_shape[0], data_shape[1]
         try:
-            G = DCGANGenerator(config.latent_dim, channels, size, g_width)
+            G = DCGANGenerator(z_in, channels, size, g_width)
             D = DCGANDiscriminator(channels, size, d_width)
         except ValueError as exc:
             raise ConfigError(f"--image-size: {exc}") from None
     else:
         images = len(data_shape) == 3
-        G = MLPGenerator(config.latent_dim, data_shape, g_width, tanh=images)
+        G = MLPGenerator(z_in, data_shape, g_width, tanh=images)
         D = MLPDiscriminator(data_shape, d_width)
     G.apply(init_weights)
     D.apply(init_weights)
+    if config.conditional:
+        return conditional(G, D, num_classes, config.latent_dim)
     return G, D
 
 

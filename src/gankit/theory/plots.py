@@ -35,8 +35,10 @@ def save(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def density_panel(ax, x: torch.Tensor, p: torch.Tensor, q: torch.Tensor, d: torch.Tensor | None,
-                  d_star: torch.Tensor | None, title: str) -> None:
-    """Densities (left axis) and D, D* in [0, 1] (right axis) over the grid x."""
+                  d_star: torch.Tensor | None, title: str,
+                  reference: tuple[torch.Tensor, str] | None = None) -> None:
+    """Densities (left axis) and D, D* in [0, 1] (right axis) over the grid x; `reference`, a
+    further curve in [0, 1] and its label, is drawn in grey."""
     xs = x.numpy()
     ax.plot(xs, p.numpy(), label="p_data", **DATA)
     ax.plot(xs, q.numpy(), label="p_G", **GENERATOR)
@@ -48,6 +50,8 @@ def density_panel(ax, x: torch.Tensor, p: torch.Tensor, q: torch.Tensor, d: torc
         right.plot(xs, d_star.numpy(), label="D*", **OPTIMAL)
     if d is not None:
         right.plot(xs, d.numpy(), label="D", **DISCRIMINATOR)
+    if reference is not None:
+        right.plot(xs, reference[0].numpy(), label=reference[1], color="grey", linestyle="-.", linewidth=1.0)
     right.axhline(0.5, color="grey", linewidth=0.5)
     right.set_ylabel("D(x)")
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]

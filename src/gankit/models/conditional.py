@@ -1,0 +1,111 @@
+"""Class-conditional players (--conditional): the class label rides with every sample.
+
+A conditional G takes z with the class index appended as one more column, (B, latent_dim + 1),
+and returns its samples with the class attached as one more channel, (B, C + 1, H, W) (toy
+points: (B, dim + 1)); a conditional D reads the class back off its input. A real minibatch
+carries its labels the same way (data/batches.py). So Algorithm 1 (train.iteration), the DDP
+wrappers and the CUDA graph see one tensor per minibatch, as for an unconditional run, and
+D(G(z)) judges each fake against the class it was drawn for.
+
+The conditioning (docs/models.md says why):
+- G: a learned embedding of the class joined to z (Mirza & Osindero 2014 feed y to G's input
+  layer). G's own layers are untouched, so synchronised batch norm, channels_last and the
+  initialisation apply as they are.
+- D: a projection discriminator (Miyato & Koyama 2018): logit = psi(phi(x)) + <embed(y), phi(x)>,
+  phi(x) D's last hidden features (summed over space for DCGAN), psi D's own output layer.
+
+Class indices are stored as floats in these tensors: exact up to 256 classes in bfloat16.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MAX_CLASSES = 256  # integers are exact in bfloat16 up to 256
+EMBED_DIM = 32  # G's class embedding, joined to z
+
+
+def join_noise(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """z (B, latent_dim), classes y (B,) -> G's input (B, latent_dim + 1)."""
+    return torch.cat([z, y.to(z.dtype).unsqueeze(1)], dim=1)
+
+
+def attach(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Samples x (B, C, H, W) or (B, dim), classes y (B,) -> (B, C + 1, H, W) or (B, dim + 1)."""
+    plane = y.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    plane = plane.expand(x.shape[0], 1, *x.shape[2:])
+    return torch.cat([x, plane], dim=1)
+
+
+def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """attach's inverse: (samples (B, C, H, W) or (B, dim), classes (B,) int64)."""
+    label = x[:, -1, 0, 0] if x.dim() == 4 else x[:, -1]
+    return x[:, :-1], label.round().long()
+
+
+class ConditionalGenerator(nn.Module):
+    """(z, y) joined (B, latent_dim + 1) -> samples with their class attached (see attach).
+    `inner` is an unconditional G built for latent_dim + EMBED_DIM inputs."""
+
+    def __init__(self, inner: nn.Module, num_classes: int, latent_dim: int):
+        super().__init__()
+        self.inner = inner
+        self.num_classes = num_classes
+        self.latent_dim = latent_dim  # of z alone; the input has one more column
+        self.embed = nn.Embedding(num_classes, EMBED_DIM)
+        # p(y), the data's class frequencies: with p_G(x | y) it is the model p_G(x), so sampling
+        # "as the data" needs nothing but the checkpoint. Set by state.build_state.
+        self.register_buffer("class_weights", torch.full((num_classes,), 1.0 / num_classes))
+
+    def forward(self, zy: torch.Tensor) -> torch.Tensor:
+        z, y = zy[:, :-1], zy[:, -1].round().long()
+        return attach(self.inner(torch.cat([z, self.embed(y).to(z.dtype)], dim=1)), y)
+
+    def sample(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Samples alone (B, C, H, W) or (B, dim) for noise z (B, latent_dim) and classes y (B,)."""
+        return split(self(join_noise(z, y.to(z.device))))[0]
+
+
+def is_conditional(G: nn.Module) -> bool:
+    return isinstance(G, ConditionalGenerator)
+
+
+def draw_classes(weights: torch.Tensor, m: int, generator: torch.Generator) -> torch.Tensor:
+    """m class indices (m,) int64 drawn from the frequencies `weights` (K,), on the CPU."""
+    return torch.multinomial(weights.detach().float().cpu(), m, replacement=True, generator=generator)
+
+
+class ProjectionDiscriminator(nn.Module):
+    """Samples with their class attached -> logits (B,). `inner` is an unconditional D whose
+    `net` ends in its output layer (psi); the layers before it give phi(x)."""
+
+    def __init__(self, inner: nn.Module, num_classes: int, features: int):
+        super().__init__()
+        self.inner = inner
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes, features)
+
+    def forward(self, xy: torch.Tensor) -> torch.Tensor:
+        x, y = split(xy)
+        net = self.inner.net
+        h = net[:-1](x.flatten(1) if _flat(net) else x)  # (B, ch, s, s) or (B, width)
+        logit = net[-1](h).reshape(len(h))
+        phi = h.sum(dim=(2, 3)) if h.dim() == 4 else h  # (B, features)
+        return logit + (self.embed(y).to(phi.dtype) * phi).sum(dim=1)
+
+
+def _flat(net: nn.Sequential) -> bool:
+    """Whether D's first layer takes flat vectors (the MLP) rather than images."""
+    return isinstance(net[0], nn.Linear)
+
+
+def conditional(G: nn.Module, D: nn.Module, num_classes: int, latent_dim: int) -> tuple[nn.Module, nn.Module]:
+    """The conditional pair around unconditional players (G built for latent_dim + EMBED_DIM)."""
+    head = D.net[-1]  # psi: DCGAN's last convolution, or the MLP's output layer
+    features = head.in_channels if isinstance(head, nn.Conv2d) else head.in_features
+    G = ConditionalGenerator(G, num_classes, latent_dim)
+    D = ProjectionDiscriminator(D, num_classes, features)
+    nn.init.normal_(G.embed.weight, 0.0, 1.0)  # like z: each class a point of N(0, I)
+    nn.init.normal_(D.embed.weight, 0.0, 0.02)  # DCGAN's scale for D's weights
+    return G, D
