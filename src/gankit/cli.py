@@ -96,7 +96,7 @@ def _add_train(commands) -> None:
     opt("g_width", int, "G width: DCGAN base channels (64) or MLP hidden units (512)")
     opt("d_width", int, "D width, likewise")
     g.add_argument("--conditional", dest="conditional", action="store_const", const=True,
-                   help="class-conditional G and D (label embedding joined to z; projection D), trained on "
+                   help="class-conditional G and D (class one-hot joined to z; projection D), trained on "
                    "the data's labels; sample a class with gankit sample --class (default: False)")
     g = p.add_argument_group("Algorithm 1")
     opt("g_loss", str, "generator loss", choices=G_LOSSES)

@@ -283,7 +283,7 @@ def _model_text(c: dict) -> str:
     cfg = c["config"]
     return (f"{cfg.get('model')} (G width {cfg.get('g_width') or 'default'}, D width "
             f"{cfg.get('d_width') or 'default'}, latent {cfg.get('latent_dim')})"
-            + (", conditional: label embedding in G, projection D" if cfg.get("conditional") else ""))
+            + (", conditional: one-hot class joined to z, projection D" if cfg.get("conditional") else ""))
 
 
 def _params_text(c: dict) -> str:

@@ -39,7 +39,7 @@ from gankit.diagnostics import Diagnostics, Finding
 from gankit.errors import ConfigError, DataError, GankitError, TrainingDiverged, TrainingInterrupted
 from gankit.evaluate import EvalProtocol, score_samples
 from gankit.fastpath import GraphedIteration, Plan, autocast_for, fast_path_plan, precision_flags
-from gankit.imagegrid import save_grid, save_png, scatter
+from gankit.imagegrid import label_rows, make_grid, save_grid, save_png, scatter
 from gankit.losses import discriminator_loss, generator_loss
 from gankit.models.conditional import MAX_CLASSES, join_noise, split
 from gankit.progress import Progress
@@ -544,7 +544,11 @@ def snapshot(run: Run, state: TrainState) -> None:
         fake = split(fake)[0]
     name = run.dir / runs.SAMPLES / f"{state.images_seen:09d}.png"
     if isinstance(run.dataset, ImageDataset):
-        save_grid(fake, name, nrow=len(fake) // len(state.classes) if state.classes else None)
+        if state.classes:  # one labelled row per class
+            per_class = len(fake) // len(state.classes)
+            save_png(label_rows(make_grid(fake, nrow=per_class), list(state.classes), fake.shape[2]), name)
+        else:
+            save_grid(fake, name)
         real = run.dataset.to_float(run.dataset.images[: config.grid_size])
     else:
         real = run.dataset.sample(config.grid_size, torch.Generator().manual_seed(0))

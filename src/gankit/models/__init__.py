@@ -6,7 +6,7 @@ from torch import nn
 
 from gankit.config import TrainConfig
 from gankit.errors import ConfigError
-from gankit.models.conditional import EMBED_DIM, MAX_CLASSES, conditional
+from gankit.models.conditional import MAX_CLASSES, conditional
 from gankit.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from gankit.models.mlp import MLPDiscriminator, MLPGenerator
 
@@ -19,7 +19,7 @@ def build_models(config: TrainConfig, data_shape: tuple[int, ...],
     with config.conditional, the conditional pair for num_classes classes (models/conditional.py)."""
     if config.conditional and not (isinstance(num_classes, int) and 2 <= num_classes <= MAX_CLASSES):
         raise ConfigError(f"--conditional needs data with 2 to {MAX_CLASSES} classes, got {num_classes}")
-    z_in = config.latent_dim + (EMBED_DIM if config.conditional else 0)  # G's input: z, and the class embedding
+    z_in = config.latent_dim + (num_classes if config.conditional else 0)  # G's input: z, and the class one-hot
     g_width = config.g_width or DEFAULT_WIDTH[config.model]
     d_width = config.d_width or DEFAULT_WIDTH[config.model]
     if config.model == "dcgan":
