@@ -8,12 +8,14 @@ from gankit.config import TrainConfig
 from gankit.errors import ConfigError
 from gankit.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from gankit.models.mlp import MLPDiscriminator, MLPGenerator
+from gankit.models.pack import Packed, packed_shape
 
 DEFAULT_WIDTH = {"dcgan": 64, "mlp": 512}
 
 
 def build_models(config: TrainConfig, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
-    """G and D for data of shape (C, H, W) (images) or (dim,) (toy points), freshly initialised."""
+    """G and D for data of shape (C, H, W) (images) or (dim,) (toy points), freshly initialised.
+    With --pack M > 1, D judges packs of M samples (models/pack.py)."""
     g_width = config.g_width or DEFAULT_WIDTH[config.model]
     d_width = config.d_width or DEFAULT_WIDTH[config.model]
     if config.model == "dcgan":
@@ -22,16 +24,16 @@ def build_models(config: TrainConfig, data_shape: tuple[int, ...]) -> tuple[nn.M
         channels, size = data_shape[0], data_shape[1]
         try:
             G = DCGANGenerator(config.latent_dim, channels, size, g_width)
-            D = DCGANDiscriminator(channels, size, d_width)
+            D = DCGANDiscriminator(config.pack * channels, size, d_width)
         except ValueError as exc:
             raise ConfigError(f"--image-size: {exc}") from None
     else:
         images = len(data_shape) == 3
         G = MLPGenerator(config.latent_dim, data_shape, g_width, tanh=images)
-        D = MLPDiscriminator(data_shape, d_width)
+        D = MLPDiscriminator(packed_shape(tuple(data_shape), config.pack), d_width)
     G.apply(init_weights)
     D.apply(init_weights)
-    return G, D
+    return G, (Packed(D, config.pack) if config.pack > 1 else D)
 
 
 def init_weights(module: nn.Module) -> None:
