@@ -236,3 +236,8 @@ def test_a_conditional_run_on_cuda_never_waits_for_the_gpu_and_graphs_train_like
     eager, graph = ([r for r in runs.read_metrics(tmp_path / n) if "event" not in r] for n in ("eager", "graph"))
     for a, b in zip(eager, graph, strict=True):
         assert abs(a["d_loss"] - b["d_loss"]) <= 1e-3 * max(1.0, abs(a["d_loss"])), (a, b)
+
+
+def test_conditional_and_pack_together_are_refused():
+    with pytest.raises(GankitError, match="--conditional and --pack cannot be combined"):
+        TrainConfig(conditional=True, pack=2)

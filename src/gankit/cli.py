@@ -98,6 +98,7 @@ def _add_train(commands) -> None:
     g.add_argument("--conditional", dest="conditional", action="store_const", const=True,
                    help="class-conditional G and D (class one-hot joined to z; projection D), trained on "
                    "the data's labels; sample a class with gankit sample --class (default: False)")
+    opt("pack", int, "PacGAN packing: D judges M samples at once, concatenated (--batch-size must divide by M)")
     g = p.add_argument_group("Algorithm 1")
     opt("g_loss", str, "generator loss", choices=G_LOSSES)
     opt("k", int, "discriminator steps per generator step")
@@ -504,30 +505,62 @@ def _add_bench(commands) -> None:
     p = commands.add_parser("bench", help="benchmarks with published reference figures")
     p.set_defaults(run=lambda args: p.print_help() or 2)
     sub = p.add_subparsers(title="bench commands", metavar="COMMAND")
-    q = sub.add_parser("modes", help="the 2-D mode-collapse benchmark (ring of 8, grid of 25), PacGAN's table")
+    q = sub.add_parser("modes", help="the 2-D mode-collapse benchmark (ring of 8, grid of 25), PacGAN's table",
+                       description="--protocol quick: gankit's own trainer and MLPs, a few minutes on a CPU. "
+                       "--protocol pacgan: PacGAN's published set-up (Lin et al. 2018, Table 1) for the GAN "
+                       "and PacGAN2-4, 10 trials each, with the published rows beside ours.")
+    q.add_argument("--protocol", default="quick", choices=("quick", "pacgan"),
+                   help="quick (gankit's trainer, short runs) or pacgan (the published set-up) (default: quick)")
     q.add_argument("--datasets", default="ring8,grid25", help="comma-separated: ring8, grid25 (default: both)")
-    q.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default: 5)")
-    q.add_argument("--k", default="1,5", help="comma-separated D steps per G step (default: 1,5)")
-    q.add_argument("--g-loss", default=",".join(G_LOSSES), help="comma-separated generator losses (default: both)")
-    q.add_argument("--iterations", type=int, default=2000, help="G steps per run (default: 2000)")
+    q.add_argument("--seeds", type=int, default=None, help="quick: seeds per configuration (default: 5)")
+    q.add_argument("--k", default=None, help="quick: comma-separated D steps per G step (default: 1,5)")
+    q.add_argument("--g-loss", default=None, help="quick: comma-separated generator losses (default: both)")
+    q.add_argument("--packs", default=None, help="pacgan: comma-separated packing degrees M, 1 = the GAN (default: 1,2,3,4)")
+    q.add_argument("--trials", type=int, default=None, help="pacgan: trials per row (default: 10, as published)")
+    q.add_argument("--iterations", type=int, default=None,
+                   help="updates per run (default: quick 2000; pacgan 400000 = 400 epochs of 1000, as published)")
     q.add_argument("--jobs", type=int, default=None, help="parallel training processes (default: 2 or the CPU count)")
+    q.add_argument("--device", default=None, choices=DEVICES,
+                   help="pacgan: where the trials train; the --jobs processes share a GPU (default: auto)")
     _theory_common(q, "modes")
     q.set_defaults(run=_cmd_bench_modes)
 
 
 def _cmd_bench_modes(args: argparse.Namespace) -> int:
-    from gankit.theory import modes
-
     _check_seed(args.seed)
-    try:
-        ks = tuple(int(k) for k in args.k.split(","))
-    except ValueError:
-        raise GankitError(f"--k must be comma-separated integers such as 1,5; got {args.k!r}") from None
     if args.jobs is not None and args.jobs <= 0:
         raise GankitError(f"--jobs must be a positive integer, got {args.jobs}")
-    modes.run(args.out, args.seed, args.seeds, ks, tuple(args.g_loss.split(",")),
-              tuple(args.datasets.split(",")), args.iterations, args.jobs, log=sys.stdout)
+    datasets = tuple(args.datasets.split(","))
+    if args.protocol == "pacgan":
+        from gankit.theory import pacgan
+
+        given = [f for f, v in (("--seeds", args.seeds), ("--k", args.k), ("--g-loss", args.g_loss)) if v is not None]
+        if given:
+            raise GankitError(f"{', '.join(given)}: for --protocol quick only; the pacgan protocol is "
+                              f"the published set-up (use --packs, --trials, --iterations)")
+        packs = _int_list("--packs", args.packs or "1,2,3,4", "1,2")
+        pacgan.run(args.out, args.seed, pacgan.SETUP["trials"] if args.trials is None else args.trials, packs,
+                   datasets, pacgan.ITERATIONS if args.iterations is None else args.iterations, args.jobs,
+                   args.device or "auto", log=sys.stdout)
+        return 0
+    from gankit.theory import modes
+
+    given = [f for f, v in (("--packs", args.packs), ("--trials", args.trials), ("--device", args.device))
+             if v is not None]
+    if given:
+        raise GankitError(f"{', '.join(given)}: for --protocol pacgan only")
+    ks = _int_list("--k", args.k or "1,5", "1,5")
+    modes.run(args.out, args.seed, 5 if args.seeds is None else args.seeds, ks,
+              tuple((args.g_loss or ",".join(G_LOSSES)).split(",")), datasets,
+              2000 if args.iterations is None else args.iterations, args.jobs, log=sys.stdout)
     return 0
+
+
+def _int_list(flag: str, text: str, example: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise GankitError(f"{flag} must be comma-separated integers such as {example}; got {text!r}") from None
 
 
 def _check_seed(seed: int) -> None:

@@ -42,6 +42,7 @@ class TrainConfig:
     g_width: int | None = None  # None: 64 base channels for dcgan, 512 hidden units for mlp
     d_width: int | None = None
     conditional: bool = False  # class-conditional G and D (models/conditional.py); needs labelled data
+    pack: int = 1  # PacGAN: D judges packs of this many samples from one source (models/pack.py)
     # Algorithm 1
     g_loss: str = "non-saturating"
     k: int = 1
@@ -98,9 +99,12 @@ class TrainConfig:
         _choice("cuda_graphs", self.cuda_graphs, CUDA_GRAPHS)
         _choice("sync_bn", self.sync_bn, SYNC_BN)
         _choice("tensorboard", self.tensorboard, TENSORBOARD)
-        for name in ("latent_dim", "k", "batch_size", "snapshot_every", "checkpoint_every",
+        for name in ("latent_dim", "k", "batch_size", "pack", "snapshot_every", "checkpoint_every",
                      "log_every", "grid_size"):
             _positive_int(name, getattr(self, name))
+        if self.batch_size % self.pack:
+            raise ConfigError(f"{flag('batch_size')} {self.batch_size} must divide by {flag('pack')} "
+                              f"{self.pack} (D judges packs of {self.pack} samples); give a multiple of {self.pack}")
         _positive_int("eval_samples", self.eval_samples)
         if self.eval_samples < 2:
             raise ConfigError(f"{flag('eval_samples')} must be at least 2 (FID needs a covariance), got {self.eval_samples}")
@@ -119,6 +123,9 @@ class TrainConfig:
                 raise ConfigError(f"{flag(name)} must be in [0, 1), got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"{flag('seed')} must be a non-negative integer, got {self.seed!r}")
+        if self.conditional and self.pack > 1:
+            raise ConfigError("--conditional and --pack cannot be combined yet (the projection D judges one sample "
+                              "with its class); choose one")
         if not isinstance(self.conditional, bool):
             raise ConfigError(f"{flag('conditional')} is a switch (true or false), got {self.conditional!r}")
         if self.max_images is not None and self.epochs is not None:

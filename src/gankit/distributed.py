@@ -189,11 +189,12 @@ def initialised(device: torch.device) -> Iterator[World]:
             dist.destroy_process_group()
 
 
-def check_batch(world: World, batch_size: int) -> None:
-    if batch_size % world.size:
+def check_batch(world: World, batch_size: int, pack: int = 1) -> None:
+    if batch_size % (world.size * pack):
         error = ConfigError(
             f"--batch-size {batch_size} is the global batch and must split evenly over the "
-            f"{world.size} processes; give a multiple of {world.size}")
+            f"{world.size} processes" + (f" into whole packs of --pack {pack}" if pack > 1 else "")
+            + f"; give a multiple of {world.size * pack}")
         error.every_process = True  # every rank finds it: rank 0 reports it
         raise error
 

@@ -379,6 +379,8 @@ def oned_panel(run: RunData) -> tuple[str, str]:
         checkpoint.load_state(D, record["D"], "the discriminator", path)
     except _Error as exc:
         return "", f"p_G and D not drawn: {exc}"
+    if config.pack > 1:  # a packed D judges M points at once: it has no value at one point x
+        return "", f"D is not drawn: it judges packs of {config.pack} points (--pack), not one x."
     G.eval()
     D.eval()
     toy = load_dataset(config.data).distribution

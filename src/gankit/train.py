@@ -92,7 +92,7 @@ def _start(config: TrainConfig, run_dir: Path, record: dict | None, stream: Text
     device = resolve_device(config.device)
     with distributed.initialised(device) as world:
         with world.together("checking the data" + (" and the run folder" if record is None else "")):
-            distributed.check_batch(world, config.batch_size)
+            distributed.check_batch(world, config.batch_size, config.pack)
             dataset = load_dataset(config.data, split="train", data_dir=config.data_dir,
                                    image_size=config.image_size, channels=config.channels)
             if config.conditional:  # a clear error for data without (enough) labels, before any folder exists

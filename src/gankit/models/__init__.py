@@ -9,6 +9,7 @@ from gankit.errors import ConfigError
 from gankit.models.conditional import MAX_CLASSES, conditional
 from gankit.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from gankit.models.mlp import MLPDiscriminator, MLPGenerator
+from gankit.models.pack import Packed, packed_shape
 
 DEFAULT_WIDTH = {"dcgan": 64, "mlp": 512}
 
@@ -16,7 +17,8 @@ DEFAULT_WIDTH = {"dcgan": 64, "mlp": 512}
 def build_models(config: TrainConfig, data_shape: tuple[int, ...],
                  num_classes: int | None = None) -> tuple[nn.Module, nn.Module]:
     """G and D for data of shape (C, H, W) (images) or (dim,) (toy points), freshly initialised;
-    with config.conditional, the conditional pair for num_classes classes (models/conditional.py)."""
+    with config.conditional, the conditional pair for num_classes classes (models/conditional.py);
+    with --pack M > 1, D judges packs of M samples (models/pack.py)."""
     if config.conditional and not (isinstance(num_classes, int) and 2 <= num_classes <= MAX_CLASSES):
         raise ConfigError(f"--conditional needs data with 2 to {MAX_CLASSES} classes, got {num_classes}")
     z_in = config.latent_dim + (num_classes if config.conditional else 0)  # G's input: z, and the class one-hot
@@ -28,18 +30,18 @@ def build_models(config: TrainConfig, data_shape: tuple[int, ...],
         channels, size = data_shape[0], data_shape[1]
         try:
             G = DCGANGenerator(z_in, channels, size, g_width)
-            D = DCGANDiscriminator(channels, size, d_width)
+            D = DCGANDiscriminator(config.pack * channels, size, d_width)
         except ValueError as exc:
             raise ConfigError(f"--image-size: {exc}") from None
     else:
         images = len(data_shape) == 3
         G = MLPGenerator(z_in, data_shape, g_width, tanh=images)
-        D = MLPDiscriminator(data_shape, d_width)
+        D = MLPDiscriminator(packed_shape(tuple(data_shape), config.pack), d_width)
     G.apply(init_weights)
     D.apply(init_weights)
     if config.conditional:
         return conditional(G, D, num_classes, config.latent_dim)
-    return G, D
+    return G, (Packed(D, config.pack) if config.pack > 1 else D)
 
 
 def init_weights(module: nn.Module) -> None:

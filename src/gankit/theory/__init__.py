@@ -5,6 +5,7 @@ numbers (results.json) that check the claims of the paper on problems with known
 - game:       a full 1-D run, the four panels of the paper's Fig. 1 and V against -log 4
 - saturation: the saturating and non-saturating generator losses, as curves and in training
 - modes:      the 2-D mode-collapse benchmark (ring of 8, grid of 25), in PacGAN's table format
+- pacgan:     the same benchmark in PacGAN's published set-up (GAN and PacGAN2-4, Table 1)
 """
 
 from __future__ import annotations

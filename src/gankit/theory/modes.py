@@ -3,7 +3,8 @@
 The vanilla GAN (gankit's own trainer, MLP pair) on the ring of 8 and the grid of 25 Gaussians,
 over several seeds, for k = 1 and a larger k and both generator losses; each run is scored on
 2,500 samples (modes captured, % high-quality samples, reverse KL of the mode histogram, see
-gankit.metrics.toy) and the table prints mean +- std over seeds, as in PacGAN's Table 1.
+gankit.metrics.toy) and the table prints mean +- std over seeds in PacGAN's Table 1 layout (PacGAN's
+own +- is a standard error over 10 trials; `--protocol pacgan`, theory/pacgan.py, prints that).
 
 PacGAN trained far longer (400 epochs of 100,000 points, about 400,000 generator steps) with a
 4 x 400 batch-norm generator and a maxout discriminator; the defaults here are sized to run on a
@@ -36,7 +37,7 @@ from gankit.theory import plots, say
 
 DATASETS = ("ring8", "grid25")
 SAMPLES = 2500  # scored samples per run (VEEGAN, PacGAN)
-# Published vanilla-GAN rows (PacGAN, Lin et al. 2018, Table 1): modes captured, mean +- std.
+# Published vanilla-GAN rows (PacGAN, Lin et al. 2018, Table 1): modes captured, mean +- standard error.
 # Only the figures quoted in our issue tracker are reproduced here; the paper's table also has
 # high-quality % and reverse KL columns.
 PUBLISHED = {"ring8": {"modes": (6.3, 0.5)}, "grid25": {"modes": (17.3, 0.8)}}

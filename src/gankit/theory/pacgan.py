@@ -1,0 +1,337 @@
+"""`gankit bench modes --protocol pacgan`: PacGAN's Table 1 (Lin et al., NeurIPS 2018), as published.
+
+The set-up is the authors' code (github.com/fjxmlzn/PacGAN, synthetic_data_experiments/), which
+docs/theory.md ("PacGAN's 2-D set-up") cites line by line:
+- data: ring of 8 Gaussians of radius 1, std 0.01; grid of 25 at (-4..4 step 2)^2, std 0.05; a fixed
+  training set of 100,000 points, packed by M independent resamplings (GaussianPackingMixture);
+- G: z ~ N(0, I_2) -> 4 x [Linear 400 (no bias), batch norm, ReLU] -> Linear 2;
+- D: packs of M points (2M inputs) -> 3 x [maxout, 200 units of 5 pieces] -> Linear 1;
+- weights N(0, 0.02), biases 0; Adam lr 1e-4, beta1 0.8 for both players; 100 packs per minibatch;
+  400 epochs of 1,000 minibatches (400,000 updates); ALI's algorithm: D and G updated
+  simultaneously from one forward pass, G on the non-saturating loss;
+- scoring: 2,500 samples of G in inference mode (batch-norm population statistics); a sample is
+  high quality within 3 std of its nearest mode; a mode is captured by at least one high-quality
+  sample; reverse KL of the modes' histogram (gankit.metrics.toy.mode_metrics);
+- 10 trials per row; the table gives mean +- standard error.
+
+Each trial is independent (its own seed); trials run in worker processes, one thread each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from torch import nn
+
+from gankit.data.toy import TOY_DISTRIBUTIONS, ToyDistribution
+from gankit.devices import resolve_device
+from gankit.errors import ConfigError
+from gankit.files import atomic_write, write_json
+from gankit.losses import discriminator_loss, generator_loss
+from gankit.metrics.toy import mode_metrics
+from gankit.models.pack import Packed
+from gankit.theory import plots, say
+
+DATASETS = ("ring8", "grid25")
+PACKS = (1, 2, 3, 4)
+SETUP = {
+    "latent_dim": 2, "g_width": 400, "g_layers": 4, "d_width": 200, "d_layers": 3, "maxout_pieces": 5,
+    "init_std": 0.02, "lr": 1e-4, "beta1": 0.8, "beta2": 0.999, "batch_packs": 100,
+    "dataset_size": 100_000, "epochs": 400, "bn_momentum": 0.05, "bn_eps": 1e-4,
+    "trials": 10, "samples": 2500, "high_quality_stds": 3,
+}
+ITERATIONS = SETUP["epochs"] * SETUP["dataset_size"] // SETUP["batch_packs"]  # 400,000
+# The training coordinates of the authors' code. gankit's toy:ring8 is the same ring at twice the
+# scale (radius 2, std 0.02); the metric is scale-free (distances in units of the std), training is not.
+PACGAN_TOYS: dict[str, ToyDistribution] = {
+    "ring8": ToyDistribution(
+        "ring8-pacgan", 2, TOY_DISTRIBUTIONS["ring8"].means / 2, TOY_DISTRIBUTIONS["ring8"].stds / 2,
+        TOY_DISTRIBUTIONS["ring8"].weights),
+    "grid25": TOY_DISTRIBUTIONS["grid25"],
+}
+# PacGAN Table 1 (paper; also synthetic_data_experiments/results/Table1.png): mean, standard error
+# over 10 trials. high_quality in percent.
+PUBLISHED = {
+    ("ring8", 1): {"modes": (6.3, 0.5), "high_quality": (98.2, 0.2), "reverse_kl": (0.45, 0.09)},
+    ("ring8", 2): {"modes": (7.9, 0.1), "high_quality": (95.6, 2.0), "reverse_kl": (0.07, 0.03)},
+    ("ring8", 3): {"modes": (7.8, 0.1), "high_quality": (97.7, 0.3), "reverse_kl": (0.10, 0.02)},
+    ("ring8", 4): {"modes": (7.8, 0.1), "high_quality": (95.9, 1.4), "reverse_kl": (0.07, 0.02)},
+    ("grid25", 1): {"modes": (17.3, 0.8), "high_quality": (94.8, 0.7), "reverse_kl": (0.70, 0.07)},
+    ("grid25", 2): {"modes": (23.8, 0.7), "high_quality": (91.3, 0.8), "reverse_kl": (0.13, 0.04)},
+    ("grid25", 3): {"modes": (24.6, 0.4), "high_quality": (94.2, 0.4), "reverse_kl": (0.06, 0.02)},
+    ("grid25", 4): {"modes": (24.8, 0.2), "high_quality": (93.6, 0.6), "reverse_kl": (0.04, 0.01)},
+}
+METRICS = ("modes", "high_quality", "reverse_kl")
+SNAPSHOTS = (0.01, 0.1, 0.5, 1.0)  # fractions of training at which trial 0's samples are kept
+
+
+# --- the players ---------------------------------------------------------------------------------
+
+class BNGenerator(nn.Module):
+    """z (B, 2) -> x (B, 2): 4 x [Linear(400, no bias), BatchNorm1d, ReLU], then Linear(400, 2)."""
+
+    def __init__(self, latent_dim: int = 2, width: int = 400, layers: int = 4, out: int = 2,
+                 momentum: float = 0.05, eps: float = 1e-4):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        fan_in = latent_dim
+        for _ in range(layers):
+            blocks += [nn.Linear(fan_in, width, bias=False), nn.BatchNorm1d(width, eps, momentum), nn.ReLU()]
+            fan_in = width
+        blocks.append(nn.Linear(fan_in, out))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class Maxout(nn.Module):
+    """(B, in) -> (B, out): the max over `pieces` linear maps (blocks' LinearMaxout)."""
+
+    def __init__(self, fan_in: int, out: int, pieces: int):
+        super().__init__()
+        self.out, self.pieces = out, pieces
+        self.linear = nn.Linear(fan_in, out * pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).view(x.shape[0], self.out, self.pieces).max(-1).values
+
+
+class MaxoutDiscriminator(nn.Module):
+    """x (B, dim) -> logits (B,): 3 maxout layers (200 units, 5 pieces), then Linear(200, 1)."""
+
+    def __init__(self, dim: int, width: int = 200, layers: int = 3, pieces: int = 5):
+        super().__init__()
+        fan_ins = [dim] + [width] * (layers - 1)
+        self.net = nn.Sequential(*(Maxout(f, width, pieces) for f in fan_ins), nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+def build_players(pack: int) -> tuple[nn.Module, nn.Module]:
+    """PacGAN's G and D (packed when pack > 1): weights N(0, 0.02), biases 0, batch norm (1, 0)."""
+    s = SETUP
+    G = BNGenerator(s["latent_dim"], s["g_width"], s["g_layers"], 2, s["bn_momentum"], s["bn_eps"])
+    D: nn.Module = MaxoutDiscriminator(2 * pack, s["d_width"], s["d_layers"], s["maxout_pieces"])
+    for m in itertools.chain(G.modules(), D.modules()):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, s["init_std"])
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return G, (Packed(D, pack) if pack > 1 else D)
+
+
+def simultaneous_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
+                      real: torch.Tensor, zs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update of ALI's algorithm, which PacGAN's code uses: both losses from ONE forward pass,
+    both players stepped together (not Algorithm 1's alternation). real: (P*M, 2), M consecutive
+    points per pack; zs: M noise batches (P, 2), each its own pass through G (its own batch norm
+    statistics, as in PacGAN's compute_losses). Returns the (D loss, G loss) tensors, detached
+    (no wait for the device)."""
+    fake = torch.stack([G(z) for z in zs], 1).reshape(-1, 2)  # (P*M, 2): pack i = (G(z_1)[i], ..., G(z_M)[i])
+    real_logits, fake_logits = D(real), D(fake)  # (P,), (P,): each pack from one source
+    loss_d = discriminator_loss(real_logits, fake_logits)
+    loss_g = generator_loss(fake_logits, "non-saturating")
+    d_params, g_params = list(D.parameters()), list(G.parameters())
+    grads_d = torch.autograd.grad(loss_d, d_params, retain_graph=True)
+    grads_g = torch.autograd.grad(loss_g, g_params)
+    for p, g in itertools.chain(zip(d_params, grads_d, strict=True), zip(g_params, grads_g, strict=True)):
+        p.grad = g
+    opt_D.step()
+    opt_G.step()
+    return loss_d.detach(), loss_g.detach()
+
+
+# --- one trial -----------------------------------------------------------------------------------
+
+def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = False,
+          threads: int | None = None, device: str = "cpu") -> dict:
+    """Train one PacGAN-M (M = 1: the vanilla GAN) and score 2,500 samples; optionally keep samples
+    at SNAPSHOTS of training. `threads` limits torch in a worker process. Every random number is
+    drawn on the CPU, so a trial's data, noise and initial weights do not depend on `device`."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
+    toy = PACGAN_TOYS[data]
+    s = SETUP
+    G, D = build_players(pack)
+    G, D = G.to(device), D.to(device)
+    opt_G = torch.optim.Adam(G.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+    opt_D = torch.optim.Adam(D.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+    points = toy.sample(s["dataset_size"], rng).to(device)  # (100000, 2): the fixed training set
+    packed = torch.randint(s["dataset_size"], (s["dataset_size"], pack), generator=rng)  # (N, M) point ids
+    per_epoch = s["dataset_size"] // s["batch_packs"]
+    keep = {max(1, round(f * iterations)) for f in SNAPSHOTS} if snapshots else set()
+    eval_z = torch.randn(s["samples"], s["latent_dim"], generator=torch.Generator().manual_seed(10_000 + seed)).to(device)
+    kept = []
+    order = torch.empty(0, dtype=torch.long)
+    for it in range(iterations):
+        if it % per_epoch == 0:
+            order = torch.randperm(s["dataset_size"], generator=rng)  # ShuffledScheme: a new order each epoch
+        rows = order[(it % per_epoch) * s["batch_packs"]:(it % per_epoch + 1) * s["batch_packs"]]
+        real = points[packed[rows].flatten().to(device)]  # (P*M, 2), pack after pack
+        zs = [torch.randn(s["batch_packs"], s["latent_dim"], generator=rng).to(device) for _ in range(pack)]
+        loss_d, loss_g = simultaneous_step(G, D, opt_G, opt_D, real, zs)
+        if it + 1 in keep:
+            shot = _samples(G, eval_z)
+            kept.append({"iteration": it + 1, "samples": shot.numpy(), **mode_metrics(shot, toy)})
+    samples = _samples(G, eval_z)
+    return {"data": data, "pack": pack, "seed": seed, "iterations": iterations,
+            "loss_d": loss_d.item(), "loss_g": loss_g.item(), "device": str(device),
+            **mode_metrics(samples, toy), "seconds": round(time.perf_counter() - started, 2),
+            "_samples": samples.numpy(), "_snapshots": kept}
+
+
+def _samples(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """G in inference mode (batch-norm population statistics), as PacGAN's GraphLogger samples."""
+    G.eval()
+    with torch.no_grad():
+        x = G(z).cpu()
+    G.train()
+    return x
+
+
+# --- the benchmark -------------------------------------------------------------------------------
+
+def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tuple[int, ...] = PACKS,
+        datasets: tuple[str, ...] = DATASETS, iterations: int = ITERATIONS, jobs: int | None = None,
+        device: str = "cpu", log: TextIO | None = None) -> dict:
+    """Every (dataset, pack, trial); write results.json, table.txt and collapse.png to out.
+    device: auto, cpu or cuda (on a GPU, the `jobs` worker processes share it)."""
+    bad = [d for d in datasets if d not in DATASETS]
+    if bad or not datasets:
+        raise ConfigError(f"--datasets: {bad or 'nothing given'}; choose from {', '.join(DATASETS)}")
+    if not packs or any(m <= 0 for m in packs):
+        raise ConfigError(f"--packs must list positive integers, got {list(packs)}")
+    for name, v in (("--trials", trials), ("--iterations", iterations)):
+        if v <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {v}")
+    jobs = jobs or min(2, os.cpu_count() or 1)
+    out = Path(out)
+    dev = str(resolve_device(device))
+    threads = None if jobs == 1 else 1  # the pool runs one process per core
+    tasks = [(data, m, seed + t, iterations, t == 0, threads, dev)
+             for data, m, t in itertools.product(datasets, packs, range(trials))]
+    say(log, f"gankit bench modes --protocol pacgan: {len(tasks)} trials ({', '.join(datasets)}; "
+             f"packs {list(packs)}; {trials} trials each; {iterations:,} updates each, published "
+             f"{ITERATIONS:,}) on {jobs} processes, {dev}")
+    started = time.perf_counter()
+    if jobs == 1:
+        results = [trial(*t) for t in tasks]
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(trial, *zip(*tasks, strict=True)))
+    rows = []
+    for data, m in itertools.product(datasets, packs):
+        runs = [r for r in results if (r["data"], r["pack"]) == (data, m)]
+        row = {"data": data, "pack": m, "seeds": [r["seed"] for r in runs],
+               **{k: summary([float(r[k]) for r in runs]) for k in METRICS}}
+        pub = PUBLISHED.get((data, m))
+        row["published"] = pub
+        row["within"] = {k: within(row[k], pub[k]) for k in METRICS} if pub else None
+        rows.append(row)
+    record = {
+        "command": "bench modes --protocol pacgan", "seed": seed, "trials": trials, "packs": list(packs),
+        "iterations": iterations, "published_iterations": ITERATIONS, "device": dev, "jobs": jobs,
+        "setup": SETUP, "rows": rows,
+        "published_source": "PacGAN (Lin et al. 2018), Table 1: mean +- standard error over 10 trials",
+        "mode_captured": "at least one high-quality sample (within 3 std of its nearest mode), PacGAN's code",
+        "within": "|ours - published| <= our standard error + the published one (the error bars overlap)",
+        "trial_seconds": [r["seconds"] for r in results],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    _figure(out / "collapse.png", results, datasets, packs)
+    for r in results:
+        r.pop("_samples")
+        r.pop("_snapshots")
+    record["trial_results"] = results
+    text = table(record)
+    write_json(out / "results.json", record)
+    with atomic_write(out / "table.txt", suffix=".txt") as tmp:
+        tmp.write_text(text + "\n")
+    say(log, text)
+    say(log, f"wrote {out / 'table.txt'}, {out / 'results.json'} and {out / 'collapse.png'} "
+             f"({record['seconds']:.0f} s)")
+    return record
+
+
+def summary(values: list[float]) -> dict:
+    """Mean and standard error (sample std / sqrt(n)) over trials. Reverse KL is infinite for a
+    trial without any high-quality sample; such a row has no mean (None in JSON, "inf" in the table)."""
+    if not all(math.isfinite(v) for v in values):
+        return {"mean": None, "se": None, "values": [v if math.isfinite(v) else None for v in values]}
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "se": se, "values": values}
+
+
+def within(ours: dict, published: tuple[float, float]) -> bool | None:
+    """Whether our mean +- se and the published mean +- se overlap."""
+    if ours["mean"] is None:
+        return None
+    return abs(ours["mean"] - published[0]) <= ours["se"] + published[1] + 1e-12
+
+
+def table(record: dict) -> str:
+    """PacGAN's Table 1 layout: per dataset, each row ours and the published one, and whether
+    they agree within the error bars."""
+    names = {"ring8": "2D-ring", "grid25": "2D-grid"}
+    places = {"modes": 1, "high_quality": 1, "reverse_kl": 2}
+    lines = [f"{'':<28}{'modes':>18}{'high quality %':>20}{'reverse KL':>18}"]
+    for data in dict.fromkeys(r["data"] for r in record["rows"]):
+        lines.append(f"{names[data]} ({data}), mean +- standard error over {record['trials']} trials, "
+                     f"{record['iterations']:,} updates")
+        for r in (r for r in record["rows"] if r["data"] == data):
+            label = "GAN" if r["pack"] == 1 else f"PacGAN{r['pack']}"
+            cells = [_pm(r[k]["mean"], r[k]["se"], places[k]) for k in METRICS]
+            lines.append(f"  {label + ' gankit':<26}" + "".join(c.rjust(w) for c, w in zip(cells, (18, 20, 18), strict=True)))
+            if r["published"]:
+                pub = [_pm(*r["published"][k], places[k]) + {True: " ok", False: " NO", None: " -"}[r["within"][k]]
+                       for k in METRICS]
+                lines.append(f"  {label + ' PacGAN Table 1':<26}" + "".join(c.rjust(w) for c, w in zip(pub, (18, 20, 18), strict=True)))
+    lines.append("ok / NO: our mean +- se overlaps / misses the published mean +- se (-: ours is infinite)")
+    return "\n".join(lines)
+
+
+def _pm(mean: float | None, se: float | None, places: int) -> str:
+    return "inf" if mean is None else f"{mean:.{places}f} +- {se:.{places}f}"
+
+
+def _figure(path: Path, results: list[dict], datasets, packs) -> None:
+    """Trial 0 of each (dataset, pack): its samples over the modes at SNAPSHOTS of training."""
+    combos = list(itertools.product(datasets, packs))
+    first = {(r["data"], r["pack"]): r for r in sorted(results, key=lambda r: r["seed"], reverse=True)}  # lowest seed wins
+    cols = max(len(first[c]["_snapshots"]) for c in combos) or 1
+    fig, axes = plots.figure(len(combos), cols, width=2.6, height=2.6)
+    for row, (data, m) in enumerate(combos):
+        r = first[(data, m)]
+        shots = r["_snapshots"] or [{"iteration": r["iterations"], "samples": r["_samples"],
+                                     "modes": r["modes"], "high_quality": r["high_quality"]}]
+        means = PACGAN_TOYS[data].means.numpy()
+        lim = 1.5 if data == "ring8" else 6
+        for col in range(cols):
+            ax = axes[row * cols + col]
+            if col >= len(shots):
+                ax.set_axis_off()
+                continue
+            shot = shots[col]
+            ax.scatter(shot["samples"][:, 0], shot["samples"][:, 1], s=1, color="green", alpha=0.4)
+            ax.scatter(means[:, 0], means[:, 1], s=10, color="black", marker="x")
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_aspect("equal")
+            label = "GAN" if m == 1 else f"PacGAN{m}"
+            ax.set_title(f"{data} {label}, update {shot['iteration']:,}\n{shot['modes']} modes, "
+                         f"{shot['high_quality']:.0f}% HQ", fontsize=7)
+    plots.save(fig, path)
