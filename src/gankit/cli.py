@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 # --- train -------------------------------------------------------------------------------------
 
 def _add_train(commands) -> None:
-    from gankit.config import CUDA_GRAPHS, PRECISIONS
+    from gankit.config import AUGMENTS, CUDA_GRAPHS, D_NORMS, PRECISIONS
 
     p = commands.add_parser(
         "train", help="train a GAN (Algorithm 1)",
@@ -99,6 +99,17 @@ def _add_train(commands) -> None:
                    help="class-conditional G and D (class one-hot joined to z; projection D), trained on "
                    "the data's labels; sample a class with gankit sample --class (default: False)")
     opt("pack", int, "PacGAN packing: D judges M samples at once, concatenated (--batch-size must divide by M)")
+    opt("d_norm", str, "D's normalisation: batch (DCGAN), spectral (spectral norm on every layer, no batch "
+        "norm) or none", choices=D_NORMS)
+    g = p.add_argument_group("quality levers (docs/quality.md)")
+    opt("g_ema", float, "half-life in images of an exponential moving average of G's weights, which "
+        "snapshots, evaluations and gankit sample/eval then use; 0: off")
+    opt("g_ema_rampup", float, "with --g-ema: the half-life is at most images seen x this at the start "
+        "(stylegan2-ada's ramp-up, e.g. 0.05); 0: none")
+    opt("augment", str, "diffaug: DiffAugment (translation, cutout, colour for RGB) on D's real and fake "
+        "inputs in every step", choices=AUGMENTS)
+    opt("max_train_images", int, "train on a fixed subset: the first N images of the training set, shuffled "
+        "once (the same N for every --seed)")
     g = p.add_argument_group("Algorithm 1")
     opt("g_loss", str, "generator loss", choices=G_LOSSES)
     opt("k", int, "discriminator steps per generator step")
@@ -200,14 +211,22 @@ def _add_sample(commands) -> None:
     p.add_argument("--class", dest="class_", metavar="NAME|INDEX|all",
                    help="a conditional run: samples of this class (name, any case, or index); all: -n of "
                    "each class, a grid with one labelled row per class")
+    _generator_flag(p)
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(run=_cmd_sample)
+
+
+def _generator_flag(p) -> None:
+    p.add_argument("--generator", choices=("ema", "raw"), default=None,
+                   help="ema: the moving average of G's weights (a run trained with --g-ema); raw: G as "
+                   "trained (default: ema where the checkpoint has one, else raw)")
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from gankit.sample import sample
 
-    out = sample(args.checkpoint, args.n, args.out, seed=args.seed, device=args.device, class_=args.class_)
+    out = sample(args.checkpoint, args.n, args.out, seed=args.seed, device=args.device, class_=args.class_,
+                 generator=args.generator)
     what = f"{args.n} samples" + (" of each class" if args.class_ == "all" else
                                   f" of class {args.class_}" if args.class_ else "")
     print(f"wrote {what} to {out}")
@@ -334,6 +353,7 @@ def _add_eval(commands) -> None:
     p.add_argument("--data-dir", help="folder holding the IDX files")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the record here")
+    _generator_flag(p)
     p.set_defaults(run=_cmd_eval)
 
 
@@ -351,7 +371,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                             kid_subset_size=args.kid_subset_size, data_dir=args.data_dir,
                             inception_weights=args.inception_weights)
     record = evaluate_samples(args.samples, args.data, protocol) if args.samples is not None else \
-        evaluate(args.checkpoint, protocol, args.device)
+        evaluate(args.checkpoint, protocol, args.device, generator=args.generator)
     for name, value in record["metrics"].items():
         print(f"{name:>14}: {value:.6g}" if isinstance(value, float) else f"{name:>14}: {value}")
     extractor = record["protocol"].get("extractor", {})

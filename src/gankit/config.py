@@ -20,6 +20,8 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 CUDA_GRAPHS = ("auto", "off")
 SYNC_BN = ("on", "off")
 TENSORBOARD = ("on", "off")
+D_NORMS = ("batch", "spectral", "none")
+AUGMENTS = ("off", "diffaug")
 
 # Fields that may differ when a run is resumed: how long, where and how often, never what is
 # trained. The speed settings are here too: they change how the arithmetic is done, not the game.
@@ -43,6 +45,12 @@ class TrainConfig:
     d_width: int | None = None
     conditional: bool = False  # class-conditional G and D (models/conditional.py); needs labelled data
     pack: int = 1  # PacGAN: D judges packs of this many samples from one source (models/pack.py)
+    d_norm: str = "batch"  # D's normalisation: DCGAN's batch norm, spectral norm (Miyato et al. 2018), or none
+    # quality levers (docs/quality.md)
+    g_ema: float = 0.0  # half-life in images of the EMA of G's weights (0: no EMA); ema.py
+    g_ema_rampup: float = 0.0  # half-life at most images_seen * this (stylegan2-ada's ema_rampup; 0: none)
+    augment: str = "off"  # diffaug: DiffAugment (Zhao et al. 2020) on D's inputs, real and fake; augment.py
+    max_train_images: int | None = None  # train on the first N images of the training set (shuffled once)
     # Algorithm 1
     g_loss: str = "non-saturating"
     k: int = 1
@@ -99,6 +107,8 @@ class TrainConfig:
         _choice("cuda_graphs", self.cuda_graphs, CUDA_GRAPHS)
         _choice("sync_bn", self.sync_bn, SYNC_BN)
         _choice("tensorboard", self.tensorboard, TENSORBOARD)
+        _choice("d_norm", self.d_norm, D_NORMS)
+        _choice("augment", self.augment, AUGMENTS)
         for name in ("latent_dim", "k", "batch_size", "pack", "snapshot_every", "checkpoint_every",
                      "log_every", "grid_size"):
             _positive_int(name, getattr(self, name))
@@ -108,7 +118,8 @@ class TrainConfig:
         _positive_int("eval_samples", self.eval_samples)
         if self.eval_samples < 2:
             raise ConfigError(f"{flag('eval_samples')} must be at least 2 (FID needs a covariance), got {self.eval_samples}")
-        for name in ("image_size", "channels", "g_width", "d_width", "max_images", "eval_every", "sync_every"):
+        for name in ("image_size", "channels", "g_width", "d_width", "max_images", "eval_every", "sync_every",
+                     "max_train_images"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         if self.channels is not None and self.channels not in (1, 3):
@@ -121,6 +132,15 @@ class TrainConfig:
             value = getattr(self, name)
             if not (_is_number(value) and 0 <= value < 1):
                 raise ConfigError(f"{flag(name)} must be in [0, 1), got {value!r}")
+        for name in ("g_ema", "g_ema_rampup"):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 <= value < float("inf")):
+                raise ConfigError(f"{flag(name)} must be a number >= 0 (0: off), got {value!r}")
+        if self.g_ema_rampup and not self.g_ema:
+            raise ConfigError(f"{flag('g_ema_rampup')} {self.g_ema_rampup} needs an EMA: give --g-ema HALF_LIFE_IMAGES too")
+        if self.data.startswith("toy:") and (self.augment != "off" or self.max_train_images is not None):
+            which = "--augment" if self.augment != "off" else "--max-train-images"
+            raise ConfigError(f"{which} applies to image data, not to a toy distribution ({self.data})")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"{flag('seed')} must be a non-negative integer, got {self.seed!r}")
         if self.conditional and self.pack > 1:

@@ -87,13 +87,15 @@ class EvalProtocol:
 
 
 def evaluate(path_or_run: str | os.PathLike, protocol: EvalProtocol, device: str = "auto",
-             log=sys.stderr) -> dict[str, Any]:
-    """Score a checkpoint (or a run folder's last one); returns the JSON-ready record."""
-    G, info = load_generator(path_or_run, device)
+             log=sys.stderr, generator: str | None = None) -> dict[str, Any]:
+    """Score a checkpoint (or a run folder's last one); returns the JSON-ready record.
+    generator: "ema", "raw" or None (the EMA where there is one; sample.load_generator)."""
+    G, info = load_generator(path_or_run, device, generator)
     metrics, record = score(G, info["config"], protocol, log)
     return {
         "checkpoint": str(info["path"]),
         "images_seen": int(info["progress"]["images_seen"]),
+        "generator": info.get("generator", "raw"),
         "dataset": info["config"].data,
         "gankit_version": gankit.__version__,
         "torch_version": torch.__version__,

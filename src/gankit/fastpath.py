@@ -92,6 +92,9 @@ def fast_path_plan(config: TrainConfig, device: torch.device | str, distributed:
                            "capturable mode, so its step cannot be captured; running eagerly")
         elif not fused:
             reasons.append("no CUDA graph: this torch has no fused Adam to capture; running eagerly")
+        elif config.augment != "off":  # a graph would replay the augmentation parameters of its capture
+            reasons.append("no CUDA graph with --augment: its parameters are drawn on the host in each D call; "
+                           "running eagerly")
         else:
             graphs = True
     elif cuda:

@@ -20,24 +20,42 @@ from gankit.models.conditional import draw_classes, is_conditional
 BATCH = 1024
 
 
-def load_generator(path_or_run: str | os.PathLike, device: str = "auto") -> tuple[torch.nn.Module, dict]:
+GENERATORS = ("ema", "raw")  # gankit sample / eval --generator
+
+
+def load_generator(path_or_run: str | os.PathLike, device: str = "auto",
+                   generator: str | None = None) -> tuple[torch.nn.Module, dict]:
     """The generator of a checkpoint (or run folder), in eval mode, and what else callers need of
-    the checkpoint (read once): the run's stored config, the data shape, the checkpoint's path
-    and its progress counters (images_seen, ...). A folder written by `gankit export --format
-    safetensors` is read too (its config.json rebuilds G)."""
+    the checkpoint (read once): the run's stored config, the data shape, the checkpoint's path,
+    its progress counters (images_seen, ...) and which generator it is ("ema" or "raw"). A folder
+    written by `gankit export --format safetensors` is read too (its config.json rebuilds G).
+
+    generator: "ema", the EMA of G's weights (a run with --g-ema; an error without); "raw", G
+    as trained; None, the EMA where the checkpoint has one, else G."""
     from gankit import export  # import cycle: export.export() loads checkpoints through here
 
+    if generator is not None and generator not in GENERATORS:
+        raise GankitError(f"--generator must be one of {', '.join(GENERATORS)}; got {generator!r}")
     if export.is_export(path_or_run):
+        if generator == "raw":
+            raise GankitError(f"--generator raw: {path_or_run} is an export, which holds one generator; "
+                              "leave out --generator")
         return export.load_export(path_or_run, device)
     path = checkpoint.resolve(path_or_run)
     record = checkpoint.load(path)
     config = checkpoint.config_of(record, path)
     shape = tuple(int(d) for d in record["data_shape"])
     classes = tuple(str(c) for c in record["classes"]) if config.conditional else None
+    if generator == "ema" and "G_ema" not in record:
+        raise GankitError(f"--generator ema: {path} holds no EMA generator (trained without --g-ema); "
+                          "use --generator raw or leave it out")
+    which = generator or ("ema" if "G_ema" in record else "raw")
     G, _ = build_models(config, shape, len(classes) if classes else None)
-    checkpoint.load_state(G, record["G"], "the generator", path)
+    checkpoint.load_state(G, record["G_ema" if which == "ema" else "G"],
+                          "the EMA generator" if which == "ema" else "the generator", path)
     G.to(resolve_device(device)).eval()
-    return G, {"config": config, "shape": shape, "path": path, "progress": record["progress"], "classes": classes}
+    return G, {"config": config, "shape": shape, "path": path, "progress": record["progress"], "classes": classes,
+               "generator": which}
 
 
 def sample_classes(G: torch.nn.Module, n: int, seed: int) -> torch.Tensor | None:
@@ -87,14 +105,14 @@ def interleave(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def sample(path_or_run: str | os.PathLike, n: int, out: str | os.PathLike, seed: int = 0,
-           device: str = "auto", class_: str | None = None) -> Path:
+           device: str = "auto", class_: str | None = None, generator: str | None = None) -> Path:
     """Write n samples to out: FILE.png (a grid), FILE.npz (array), or a folder (one PNG each).
     class_ (a conditional run): a class name or index, n samples of it; or "all": n of each
-    class, the grid one labelled row per class."""
+    class, the grid one labelled row per class. generator: as for load_generator."""
     if n <= 0:
         raise GankitError(f"-n must be a positive integer, got {n}")
     out = Path(out)
-    G, info = load_generator(path_or_run, device)
+    G, info = load_generator(path_or_run, device, generator)
     images = len(info["shape"]) == 3
     suffix = out.suffix.lower()
     if suffix not in (".png", ".npz", "") and not out.is_dir():

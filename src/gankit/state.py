@@ -1,7 +1,8 @@
 """The state of a training run as one object: what a checkpoint holds, defined once.
 
 TrainState holds the two players, their optimisers, the batch source, the noise generator, the
-progress counters and the best FID. Its state_dict() is a checkpoint's payload and
+progress counters and the best FID; with --g-ema, the EMA generator (ema.py); with --augment, the
+augmentation's generator (augment.py). Its state_dict() is a checkpoint's payload and
 load_state_dict() reads one back: --resume and --on-nan rollback are the same call.
 """
 
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gankit import checkpoint, distributed
+from gankit import checkpoint, distributed, ema
+from gankit.augment import Augmented
 from gankit.config import TrainConfig
 from gankit.data import ImageDataset, ToyDataset, class_frequencies
 from gankit.data.batches import batches_for, toy_seed
@@ -45,6 +47,13 @@ class TrainState:
     images_seen: int = 0  # real images shown to D: k * batch_size per iteration
     iterations: int = 0
     best_fid: float | None = None
+    G_ema: nn.Module | None = None  # --g-ema: the moving average of G's weights (ema.py); eval mode
+    augment: torch.Generator | None = None  # --augment: every augmentation parameter is drawn from it (CPU)
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that snapshots, evaluations and checkpoints' users sample: the EMA when there is one."""
+        return self.G_ema if self.G_ema is not None else self.G
 
     @property
     def optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -59,8 +68,9 @@ class TrainState:
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "progress": {"images_seen": self.images_seen, "iterations": self.iterations,
                          "best_fid": self.best_fid},
-            "rng": rng_state(self.batches, self.noise),
+            "rng": rng_state(self.batches, self.noise, self.augment),
             **({"classes": list(self.classes)} if self.classes is not None else {}),
+            **({"G_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}),
         }
 
     def load_state_dict(self, record: dict[str, Any], path: Path) -> list[str]:
@@ -79,17 +89,31 @@ class TrainState:
         checkpoint.load_state(self.D, record["D"], "the discriminator", path)
         checkpoint.load_state(self.opt_G, record["opt_G"], "the generator's optimiser", path)
         checkpoint.load_state(self.opt_D, record["opt_D"], "the discriminator's optimiser", path)
+        notes = self._load_ema(record, path)
         for opt in self.optimizers:  # the checkpoint's implementation flags may be another device's
             configure_optimizer(opt, fused=self.fused)
         progress = record["progress"]
         try:
-            notes = set_rng_state(record["rng"], self.batches, self.noise, self.config.seed, int(progress["iterations"]))
+            notes += set_rng_state(record["rng"], self.batches, self.noise, self.config.seed,
+                                   int(progress["iterations"]), self.augment)
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
             raise CheckpointError(f"{path} holds random-number states that cannot be restored ({type(exc).__name__}: "
                                   f"{exc}); the file is damaged or not one of gankit's checkpoints") from None
         self.images_seen, self.iterations = int(progress["images_seen"]), int(progress["iterations"])
         self.best_fid = progress.get("best_fid")
         return notes
+
+    def _load_ema(self, record: dict[str, Any], path: Path) -> list[str]:
+        """The EMA generator from the record; one written without it (before --g-ema) starts it
+        as a copy of the loaded G, and the note says so."""
+        if self.G_ema is None:
+            return []
+        if "G_ema" not in record:
+            ema.update(self.G_ema, self.G, beta=0.0)
+            return [f"gankit: note: {path} holds no EMA generator (written before --g-ema): the EMA starts "
+                    f"as a copy of its G at {record['progress']['images_seen']} images"]
+        checkpoint.load_state(self.G_ema, record["G_ema"], "the EMA generator", path)
+        return []
 
 
 def build_state(config: TrainConfig, dataset: ImageDataset | ToyDataset, plan: Plan,
@@ -108,6 +132,10 @@ def build_state(config: TrainConfig, dataset: ImageDataset | ToyDataset, plan: P
     G, D = G.to(device), D.to(device)
     if plan.channels_last:  # (B, C, H, W) tensors stored as (B, H, W, C): cuDNN's fast layout
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G_ema = ema.make_ema(G) if config.g_ema else None  # of the plain G: plain batch norm, not synchronised
+    augment = torch.Generator().manual_seed(augment_seed(config.seed)) if config.augment != "off" else None
+    if augment is not None:  # D on augmented inputs, in every pass (augment.py)
+        D = Augmented(D, augment, conditional=config.conditional, rank=world.rank, size=world.size)
     G, D, G_step, D_step = distributed.wrap(G, D, world, sync_bn=config.sync_bn == "on")
     return TrainState(
         config=config, data_shape=tuple(dataset.shape), G=G, D=D, G_step=G_step, D_step=D_step,
@@ -115,13 +143,18 @@ def build_state(config: TrainConfig, dataset: ImageDataset | ToyDataset, plan: P
         opt_D=make_optimizer(config, D.parameters(), config.lr_d_resolved, fused=plan.fused),
         batches=batches_for(dataset, config.seed, device, conditional=config.conditional),
         noise=torch.Generator().manual_seed(noise_seed(config.seed)),  # on the CPU, whatever the device
-        fused=plan.fused, classes=classes, class_weights=weights,
+        fused=plan.fused, classes=classes, class_weights=weights, G_ema=G_ema, augment=augment,
     )
 
 
 def noise_seed(seed: int) -> int:
     """The noise generator's seed for --seed."""
     return seed * 1_000_003 + 1
+
+
+def augment_seed(seed: int) -> int:
+    """The augmentation generator's seed for --seed."""
+    return seed * 1_000_003 + 2
 
 
 def draw_noise(generator: torch.Generator, m: int, dim: int, device: torch.device,
@@ -151,7 +184,7 @@ def make_optimizer(config: TrainConfig, params, lr: float, fused: bool = False) 
     return torch.optim.SGD(params, lr=lr, momentum=config.momentum, **extra)
 
 
-def rng_state(batches, noise: torch.Generator) -> dict[str, Any]:
+def rng_state(batches, noise: torch.Generator, augment: torch.Generator | None = None) -> dict[str, Any]:
     """Every random stream the loop draws from (the Python and NumPy ones as JSON text, which
     a weights-only load reads). The CUDA ones only where this process uses CUDA: asking for them
     would initialise CUDA (seconds, and memory on every GPU) in a CPU run on a GPU host."""
@@ -161,16 +194,20 @@ def rng_state(batches, noise: torch.Generator) -> dict[str, Any]:
         "data": batches.state_dict(),
         "python": json.dumps(random.getstate()),
         "numpy": json.dumps(_numpy_state()),
+        **({"augment": augment.get_state()} if augment is not None else {}),
     }
     if torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any], batches, noise: torch.Generator, seed: int, iterations: int) -> list[str]:
+def set_rng_state(state: dict[str, Any], batches, noise: torch.Generator, seed: int, iterations: int,
+                  augment: torch.Generator | None = None) -> list[str]:
     """Restore rng_state's streams; the notes (for the run's output) say what could not be."""
     notes = []
     torch.set_rng_state(state["torch"])
+    if augment is not None:  # --augment cannot change on resume, so a run that augments saved its state
+        augment.set_state(state["augment"])
     if not _fits(noise, state["noise"]):
         noise.manual_seed(_rederived(noise_seed(seed), iterations))
         notes.append(_rederived_note("noise", iterations))

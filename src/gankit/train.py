@@ -29,10 +29,12 @@ from typing import Any, TextIO
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import _SpectralNorm  # --d-norm spectral's parametrisation
 
-from gankit import checkpoint, distributed, runs, tblog
+from gankit import checkpoint, distributed, ema, runs, tblog
+from gankit.augment import Augmented
 from gankit.config import TrainConfig
-from gankit.data import ImageDataset, ToyDataset, class_frequencies, load_dataset
+from gankit.data import ImageDataset, ToyDataset, class_frequencies, load_dataset, subset
 from gankit.data.batches import StreamedImageBatches
 from gankit.devices import resolve_device
 from gankit.diagnostics import Diagnostics, Finding
@@ -95,6 +97,8 @@ def _start(config: TrainConfig, run_dir: Path, record: dict | None, stream: Text
             distributed.check_batch(world, config.batch_size, config.pack)
             dataset = load_dataset(config.data, split="train", data_dir=config.data_dir,
                                    image_size=config.image_size, channels=config.channels)
+            if config.max_train_images is not None:  # the small-data runs: the same N images for every seed
+                dataset = subset(dataset, config.max_train_images)
             if config.conditional:  # a clear error for data without (enough) labels, before any folder exists
                 check_classes(dataset)
             if record is None and world.main:
@@ -147,13 +151,19 @@ def grad_norm(module: nn.Module) -> torch.Tensor:
 @contextlib.contextmanager
 def frozen_batchnorm_stats(*modules: nn.Module):
     """Forward passes that only measure must not move batch-norm running statistics (nor their
-    batch counter), so that measuring or not leaves the training state bit-identical."""
-    bns = [m for module in modules for m in module.modules()
-           if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    batch counter), spectral norm's power-iteration vectors (--d-norm spectral) or the
+    augmentation's random stream (--augment), so that measuring or not leaves the training state
+    bit-identical."""
+    every = [m for module in modules for m in module.modules()]
+    bns = [m for m in every if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
              for m in bns]
     for m in bns:
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    norms = [m for m in every if isinstance(m, _SpectralNorm) and m.training]
+    for m in norms:
+        m.eval()  # W / sigma with the current u, v: no power iteration
+    augments = [(m, m.generator.get_state()) for m in every if isinstance(m, Augmented)]
     try:
         yield
     finally:
@@ -161,6 +171,10 @@ def frozen_batchnorm_stats(*modules: nn.Module):
             m.momentum = momentum
             if count is not None:
                 m.num_batches_tracked.copy_(count)  # in place: a CUDA graph keeps its address
+        for m in norms:
+            m.train()
+        for m, state in augments:
+            m.generator.set_state(state)
 
 
 def iteration(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
@@ -364,9 +378,11 @@ def _announce(run: Run, state: TrainState) -> None:
     run.progress.message(
         f"gankit: training {config.model} on {run.dataset.name} {tuple(run.dataset.shape)}"
         + (f" from {source}" if source else "") + f" on {world.device}"
+        + (f" (a fixed subset of {config.max_train_images} images)" if config.max_train_images else "")
         + (f", conditional on {len(state.classes)} classes ({_class_list(state.classes)})" if state.classes else "")
         + f", k={config.k}, batch {config.batch_size}, {config.g_loss} G loss, {config.optimizer} "
         f"lr G {config.lr_g_resolved:g} / D {config.lr_d_resolved:g}; run folder {run.dir}"
+        + _levers(config)
         + (f"; {world.size} processes (batch {config.batch_size // world.size} each, batch norm "
            f"{'over the global batch' if config.sync_bn == 'on' else 'per process'})" if world.launched else "")
     )
@@ -382,6 +398,17 @@ def _announce(run: Run, state: TrainState) -> None:
     if isinstance(state.batches, StreamedImageBatches):
         run.progress.message("gankit: the images do not fit in half the free GPU memory: they stay in pinned host "
                              "memory and a background thread gathers the minibatches ahead of the step")
+
+
+def _levers(config: TrainConfig) -> str:
+    """The quality levers that are on (docs/quality.md), for the first line."""
+    on = [f"D {config.d_norm} norm"] if config.d_norm != "batch" else []
+    if config.g_ema:
+        on.append(f"EMA of G, half-life {config.g_ema:g} images"
+                  + (f" (ramp-up {config.g_ema_rampup:g})" if config.g_ema_rampup else ""))
+    if config.augment != "off":
+        on.append(f"{config.augment} augmentation")
+    return "; " + ", ".join(on) if on else ""
 
 
 def _class_list(classes: tuple[str, ...], most: int = 10) -> str:
@@ -410,8 +437,12 @@ def training_loop(run: Run, state: TrainState, step, stop: StopFlag) -> Reading:
                    or not measured_once or state.images_seen + per_iteration >= run.total)
         measured_once = measured_once or measure
 
-        # 2. One iteration of Algorithm 1: k D steps, then one G step (see iteration()).
+        # 2. One iteration of Algorithm 1: k D steps, then one G step (see iteration()); then
+        # the EMA of G's weights, outside the iteration (and a CUDA graph) by design (ema.py).
         out = step(reals, noises, measure)
+        if state.G_ema is not None:
+            ema.update(state.G_ema, state.G, ema.decay(per_iteration, state.images_seen, config.g_ema,
+                                                       config.g_ema_rampup))
         state.iterations += 1
         state.images_seen += per_iteration
 
@@ -535,11 +566,12 @@ def snapshot(run: Run, state: TrainState) -> None:
     mode-collapse check on the same samples."""
     if not run.world.main:
         return
-    G, config = state.G, run.config
+    G, config = state.sampler, run.config  # the EMA generator when there is one (always in eval mode)
+    training = G.training
     G.eval()
     with torch.no_grad():
         fake = G(run.fixed_z)
-    G.train()
+    G.train(training)
     if state.classes is not None:  # drop the labels (models/conditional.py); the grid has a row per class
         fake = split(fake)[0]
     name = run.dir / runs.SAMPLES / f"{state.images_seen:09d}.png"
@@ -566,11 +598,13 @@ def evaluate_now(run: Run, state: TrainState) -> None:
     read off metrics.jsonl with or without the evaluations' own time."""
     began = time.perf_counter()
     config, world = run.config, run.world
-    state.G.eval()  # every process generates its share of the samples; rank 0 scores them all
-    labels = sample_classes(state.G, config.eval_samples, config.seed)  # None unless conditional
-    mine = generate(state.G, config.eval_samples, config.seed, config.latent_dim, part=(world.rank, world.size),
+    G = state.sampler  # the EMA generator when there is one (always in eval mode)
+    training = G.training
+    G.eval()  # every process generates its share of the samples; rank 0 scores them all
+    labels = sample_classes(G, config.eval_samples, config.seed)  # None unless conditional
+    mine = generate(G, config.eval_samples, config.seed, config.latent_dim, part=(world.rank, world.size),
                     classes=labels)
-    state.G.train()
+    G.train(training)
     parts = world.gather(mine)
     if not world.main:
         return

@@ -9,6 +9,7 @@ class_frequencies gives what conditional training draws fake labels from.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -18,9 +19,10 @@ from gankit.data.images import ImageDataset, check_options, convert, load_folder
 from gankit.data.toy import TOY_DISTRIBUTIONS, ToyDataset
 from gankit.errors import DataError
 
-__all__ = ["IMAGE_NAMES", "ImageDataset", "ToyDataset", "class_frequencies", "load_dataset"]
+__all__ = ["IMAGE_NAMES", "ImageDataset", "ToyDataset", "class_frequencies", "load_dataset", "subset"]
 
 IMAGE_NAMES = ("fashion-mnist", "mnist")  # plus "folder:PATH", "npz:PATH", "toy:NAME"
+SUBSET_SEED = 20_200_617  # --max-train-images: one fixed shuffle, the same N images for every --seed
 _TOY_NAMES = ", ".join(f"toy:{n}" for n in TOY_DISTRIBUTIONS)
 ALL_NAMES = f"fashion-mnist, mnist, folder:PATH, npz:PATH, {_TOY_NAMES}"
 LABELLED_NAMES = ("fashion-mnist, mnist, folder:PATH with class subfolders, npz:PATH with a y/labels "
@@ -66,3 +68,14 @@ def class_frequencies(dataset: ImageDataset | ToyDataset) -> torch.Tensor:
                         f"({LABELLED_NAMES})")
     counts = torch.bincount(dataset.labels, minlength=len(dataset.classes))  # (K,) int64
     return counts.double() / counts.sum()
+
+
+def subset(dataset: ImageDataset, n: int) -> ImageDataset:
+    """The first n images (and labels) of the dataset shuffled once with SUBSET_SEED
+    (--max-train-images); DataError if it has fewer than n."""
+    if n > len(dataset):
+        raise DataError(f"--max-train-images {n} is more than the {len(dataset)} training images of {dataset.name}; "
+                        f"give at most {len(dataset)}")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n]
+    labels = dataset.labels[order] if dataset.labels is not None else None
+    return dataclasses.replace(dataset, images=dataset.images[order].contiguous(), labels=labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from gankit.config import TrainConfig
@@ -18,7 +19,8 @@ def build_models(config: TrainConfig, data_shape: tuple[int, ...],
                  num_classes: int | None = None) -> tuple[nn.Module, nn.Module]:
     """G and D for data of shape (C, H, W) (images) or (dim,) (toy points), freshly initialised;
     with config.conditional, the conditional pair for num_classes classes (models/conditional.py);
-    with --pack M > 1, D judges packs of M samples (models/pack.py)."""
+    with --pack M > 1, D judges packs of M samples (models/pack.py); --d-norm spectral puts
+    spectral norm on D's weights in place of its batch norm (see spectral)."""
     if config.conditional and not (isinstance(num_classes, int) and 2 <= num_classes <= MAX_CLASSES):
         raise ConfigError(f"--conditional needs data with 2 to {MAX_CLASSES} classes, got {num_classes}")
     z_in = config.latent_dim + (num_classes if config.conditional else 0)  # G's input: z, and the class one-hot
@@ -30,7 +32,7 @@ def build_models(config: TrainConfig, data_shape: tuple[int, ...],
         channels, size = data_shape[0], data_shape[1]
         try:
             G = DCGANGenerator(z_in, channels, size, g_width)
-            D = DCGANDiscriminator(config.pack * channels, size, d_width)
+            D = DCGANDiscriminator(config.pack * channels, size, d_width, batch_norm=config.d_norm == "batch")
         except ValueError as exc:
             raise ConfigError(f"--image-size: {exc}") from None
     else:
@@ -39,9 +41,22 @@ def build_models(config: TrainConfig, data_shape: tuple[int, ...],
         D = MLPDiscriminator(packed_shape(tuple(data_shape), config.pack), d_width)
     G.apply(init_weights)
     D.apply(init_weights)
+    if config.d_norm == "spectral":  # after the initialisation: it normalises the N(0, 0.02) weights
+        spectral(D)
     if config.conditional:
         return conditional(G, D, num_classes, config.latent_dim)
     return G, (Packed(D, config.pack) if config.pack > 1 else D)
+
+
+def spectral(D: nn.Module) -> nn.Module:
+    """Spectral norm (Miyato et al. 2018) on every convolution and linear layer of D, in place:
+    W / sigma(W), sigma by one power iteration per training-mode forward pass. Its vectors u and
+    v are buffers (`...parametrizations.weight.0._u`, `._v`) in D's state_dict, so checkpoints
+    and resume carry them. (A conditional D's class embedding is left as it is.)"""
+    for module in list(D.modules()):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            torch.nn.utils.parametrizations.spectral_norm(module)
+    return D
 
 
 def init_weights(module: nn.Module) -> None:

@@ -59,9 +59,10 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """x (B, channels, image_size, image_size) -> logits (B,)."""
+    """x (B, channels, image_size, image_size) -> logits (B,). batch_norm=False leaves out the
+    batch-norm layers (--d-norm spectral or none; models.build_models adds spectral norm)."""
 
-    def __init__(self, channels: int, image_size: int, width: int = 64):
+    def __init__(self, channels: int, image_size: int, width: int = 64, batch_norm: bool = True):
         super().__init__()
         base, n = layout(image_size)
         ch = width
@@ -71,11 +72,10 @@ class DCGANDiscriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
         ]
         for _ in range(n - 1):  # each block: (B, ch, s, s) -> (B, 2ch, s/2, s/2)
-            layers += [
-                nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ch * 2),
-                nn.LeakyReLU(0.2, inplace=True),
-            ]
+            layers.append(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(ch * 2))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
             ch *= 2
         # (B, ch, base, base) -> (B, 1, 1, 1): one logit, no sigmoid (see losses.py)
         layers.append(nn.Conv2d(ch, 1, base, 1, 0, bias=False))
