@@ -17,7 +17,7 @@ from gankit.config import DEVICES, MODELS, ON_NAN, OPTIMIZERS, SYNC_BN, TENSORBO
 from gankit.errors import GankitError
 from gankit.losses import G_LOSSES
 
-DATA_HELP = ("fashion-mnist, mnist, folder:PATH, npz:PATH, toy:gauss1d, toy:mixture1d, "
+DATA_HELP = ("fashion-mnist, mnist, folder:PATH, prepared:PATH, npz:PATH, toy:gauss1d, toy:mixture1d, "
              "toy:ring8 or toy:grid25")
 
 
@@ -439,6 +439,31 @@ def _add_data(commands) -> None:
         q.add_argument("name", metavar="NAME", help="fashion-mnist or mnist")
         q.add_argument("--data-dir", help="folder to look in (and download to)")
         q.set_defaults(run=_cmd_data, action=action)
+    q = sub.add_parser("prepare", help="decode a folder of images once into a prepared dataset "
+                       "(train on it with --data prepared:DATASET)")
+    q.add_argument("source", metavar="SOURCE", help="folder of .png/.jpg images (class subfolders give labels)")
+    q.add_argument("--image-size", type=int, required=True, help="shorter side resized to N, centre crop N x N")
+    q.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB) (default: 1 if all are grey)")
+    q.add_argument("--out", type=Path, required=True, metavar="DATASET", help="the folder to create")
+    q.add_argument("--on-bad-file", choices=("fail", "skip"), default="fail",
+                   help="an unreadable file: stop and name it, or leave it out and list it in "
+                        "DATASET/skipped.txt (default: fail)")
+    q.add_argument("--jobs", type=int, help="worker processes (default: the cores)")
+    q.set_defaults(run=_cmd_prepare)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from gankit.data.prepare import prepare_folder
+
+    manifest = prepare_folder(args.source, args.out, image_size=args.image_size, channels=args.channels,
+                              on_bad_file=args.on_bad_file, jobs=args.jobs)
+    n, c, h, w = manifest["shape"]
+    classes = f", {len(manifest['classes'])} classes" if manifest["classes"] else ""
+    skipped = f"; skipped {manifest['skipped']} unreadable file(s), listed in {args.out / 'skipped.txt'}" \
+        if manifest["skipped"] else ""
+    print(f"prepared {n:,} images ({c} x {h} x {w}{classes}) in {args.out}{skipped}; train with "
+          f"--data prepared:{args.out}")
+    return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ import gankit
 from gankit import checkpoint, classeval
 from gankit.cache import cache_dir
 from gankit.config import TrainConfig
-from gankit.data import load_dataset
+from gankit.data import content_key, load_dataset
 from gankit.data.mnist import load_split
 from gankit.errors import GankitError
 from gankit.features import classifier, inception
@@ -214,15 +214,19 @@ def _reference_features(config: TrainConfig, split: str, data_dir: str | None, m
                         extractor: dict) -> tuple[torch.Tensor, int]:
     """Features of the whole reference set, cached under a key of data, split and extractor.
     A (Fashion-)MNIST split is keyed by its bytes (two folders may hold different files under
-    one name; it is the stored 28x28 images whatever size the run trained at); folder/array
-    data by its path and the size and channels the run trained at."""
+    one name; it is the stored 28x28 images whatever size the run trained at); folder, prepared
+    and array data by their content key (data.content_key: a folder's file list with sizes and
+    times, a prepared dataset's array hash, an array file's hash), not their path, and the size
+    and channels the run trained at, so a changed folder never gets stale statistics."""
     images = None
     if _has_splits(config):
         images = _reference_images(config, split, data_dir)
         identity = [hashlib.sha256(images.numpy().tobytes()).hexdigest()]
     else:
-        identity = [config.image_size, config.channels]
-    key = hashlib.sha256(json.dumps([config.data, split, *identity,
+        identity = [content_key(config.data, config.image_size, config.channels), config.image_size,
+                    config.channels]
+    data = config.data if identity[0] is None else None  # content-keyed data: the path plays no part
+    key = hashlib.sha256(json.dumps([data, split, *identity,
                                      extractor["weights_sha256"]]).encode()).hexdigest()[:16]
     path = cache_dir("stats") / f"{extractor['name'].split()[0]}-{key}.pt"
     if path.is_file():

@@ -7,6 +7,10 @@ Toy distributions are sampled afresh from a generator whose state is checkpointe
 On CUDA the images live on the GPU as uint8 when they fit (ImageBatches); a dataset larger than
 half the free GPU memory stays in pinned host memory and a background thread gathers the next
 minibatches ahead of the step (StreamedImageBatches): same data order, same checkpoint state.
+A memory-mapped dataset (a prepared one larger than memory, ImageDataset.mapping) is served by
+that thread on the CPU too (and on CUDA unless it fits on the device): it gathers the rows from
+the map into small batches and every RELEASE_BYTES hands the mapped pages back, so the process's
+memory stays bounded.
 With conditional=True (--conditional) every minibatch carries its labels as one more channel
 (models/conditional.attach): the labels are gathered with the images, by the same index.
 Every generator here is a CPU one (toy samples are copied to the device), so the data stream is
@@ -15,6 +19,7 @@ the same on every device and a checkpoint's state resumes on any device.
 
 from __future__ import annotations
 
+import mmap
 import queue
 import threading
 
@@ -22,6 +27,13 @@ import torch
 
 from gankit.data import ImageDataset, ToyDataset
 from gankit.models.conditional import attach
+
+RELEASE_BYTES = 64 << 20  # memory a memory map may take up between releases of its pages
+# Linux maps up to this much of the page cache around each page a read touches (fault-around,
+# the kernel's fault_around_bytes), MADV_RANDOM or not: a 12 KiB row costs up to 76 KiB of the
+# process's resident memory until the pages are released. Counting only the rows' own bytes let
+# the map take 5x RELEASE_BYTES (benchmarks/prepare.py's RSS runs).
+FAULT_AROUND_BYTES = 64 << 10
 
 
 class ImageBatches:
@@ -55,7 +67,9 @@ class ImageBatches:
         `share`, only those rows of the m (one process's part of a global minibatch)."""
         index = self._index(self.position, m, share)
         self.position += m
-        x = self.dataset.to_float(self.images[index])
+        # index_select, not self.images[index]: the same rows, but a plain row copy rather than
+        # advanced indexing's general kernel (about 100x faster on the CPU for uint8 images).
+        x = self.dataset.to_float(self.images.index_select(0, index))
         return x if self.labels is None else attach(x, self.labels[index])
 
     def _index(self, position: int, m: int, share: slice | None) -> torch.Tensor:
@@ -94,7 +108,8 @@ class StreamedImageBatches(ImageBatches):
         self.labels = dataset.labels if conditional else None  # (N,) int64, host
         self.device = device
         self.pinned = device.type == "cuda"
-        if self.pinned and not dataset.images.is_pinned():
+        self.mapping = dataset.mapping  # an mmap.mmap, or None for images in host memory
+        if self.pinned and self.mapping is None and not dataset.images.is_pinned():
             # The dataset keeps the pinned copy in place of its pageable one (which is freed), so
             # the images are held in host memory once, not twice.
             dataset.images = dataset.images.pin_memory()
@@ -130,6 +145,7 @@ class StreamedImageBatches(ImageBatches):
         self._worker.start()
 
     def _gather(self, m: int, share: slice | None, position: int, stop: threading.Event, ready: queue.Queue) -> None:
+        gathered = 0  # bytes the memory map may have taken up since its pages were last released
         try:
             while not stop.is_set():
                 index = self._index(position, m, share)
@@ -141,6 +157,12 @@ class StreamedImageBatches(ImageBatches):
                 torch.index_select(self.images, 0, index, out=rows)
                 labels = None if self.labels is None else self.labels[index].pin_memory() if self.pinned \
                     else self.labels[index]
+                gathered += len(index) * (rows[0].numel() * rows.element_size() + FAULT_AROUND_BYTES)
+                if self.mapping is not None and gathered >= RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+                    # The pages stay in the page cache (re-read from there if needed again); the
+                    # process stops holding them, so its resident memory does not grow with the file.
+                    self.mapping.madvise(mmap.MADV_DONTNEED)
+                    gathered = 0
                 _offer(ready, (rows, labels), stop)
         except BaseException as exc:  # handed to the training loop, which raises it
             _offer(ready, exc, stop)
@@ -205,12 +227,15 @@ def batches_for(dataset: ImageDataset | ToyDataset, seed: int, device: torch.dev
                 device_bytes: int | None = None, conditional: bool = False) -> ImageBatches | ToyBatches:
     """The batches of this dataset on this device. device_bytes: what the images may take on the
     device (default: half the free GPU memory on CUDA, unlimited on the CPU). conditional: with
-    the labels attached."""
+    the labels attached. A memory-mapped dataset is streamed from its map on the CPU, and on
+    CUDA when it does not fit on the device (else it is copied there once, as any other)."""
     if isinstance(dataset, ToyDataset):
         return ToyBatches(dataset, seed, device, conditional)
     if device_bytes is None and device.type == "cuda":
         device_bytes = torch.cuda.mem_get_info(device)[0] // 2
     size = dataset.images.numel() * dataset.images.element_size()
+    if device_bytes is None and dataset.mapping is not None:
+        device_bytes = 0  # larger than host memory, so never copied whole into it
     if device_bytes is not None and size > device_bytes:
         return StreamedImageBatches(dataset, seed, device, conditional)
     return ImageBatches(dataset, seed, device, conditional)
