@@ -10,7 +10,7 @@ from configs import TINY_DCGAN_ARGS, TOY_ARGS
 from fakes import fake_mnist, idx_bytes, write
 from gankit.cli import main
 from gankit.data import mnist
-from gankit.evaluate import EvalProtocol, _classifier_input, _quantise, evaluate
+from gankit.evaluate import EvalProtocol, _quantise, evaluate
 from gankit.features import classifier
 
 FAST = {**classifier.RECIPE, "epochs": 1, "batch_size": 32}
@@ -85,8 +85,8 @@ def test_reference_features_of_a_split_are_shared_by_every_training_size(tmp_pat
 
 def test_preprocessing_round_trips_real_images():
     real = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
-    assert torch.equal(_classifier_input(_quantise(real.float() / 127.5 - 1)), real)
-    rgb64 = _classifier_input(_quantise(torch.zeros(2, 3, 64, 64)))
+    assert torch.equal(classifier.to_input(_quantise(real.float() / 127.5 - 1)), real)
+    rgb64 = classifier.to_input(_quantise(torch.zeros(2, 3, 64, 64)))
     assert rgb64.shape == (2, 1, 28, 28) and rgb64.dtype == torch.uint8
 
 

@@ -139,7 +139,7 @@ def score_images(fake: torch.Tensor, config: TrainConfig, protocol: EvalProtocol
     data_dir = p.data_dir or config.data_dir
     if p.features == "classifier":
         model, info = classifier.load_or_train(config.data, data_dir, log=log)
-        fake = _classifier_input(fake)
+        fake = classifier.to_input(fake)
         extract = classifier.extract
         extractor = {"name": "classifier", "recipe": info["recipe"], "key": info["key"],
                      "weights_sha256": sha256(info["file"]), "test_accuracy": info["test_accuracy"]}
@@ -193,9 +193,6 @@ def score_images(fake: torch.Tensor, config: TrainConfig, protocol: EvalProtocol
     return metrics, record
 
 
-_classifier_input = classifier.to_input  # (its old name here)
-
-
 def _has_splits(config: TrainConfig) -> bool:
     return config.data in ("fashion-mnist", "mnist")
 
@@ -235,7 +232,7 @@ def _reference_features(config: TrainConfig, split: str, data_dir: str | None, m
     if images is None:
         images = _reference_images(config, split, data_dir)
     if extractor["name"] == "classifier":
-        images = _classifier_input(images)
+        images = classifier.to_input(images)
     features = extract(model, images)
     checkpoint.save_plain(path, {"features": features})
     return features, len(features)

@@ -74,7 +74,7 @@ def find(path_or_run: str | os.PathLike, n: int, k: int = 3, seed: int = 0,
         model, cinfo = classifier.load_or_train(config.data, config.data_dir, log=log)
         extract = classifier.extract
         extractor = {"name": "classifier", "weights_sha256": sha256(cinfo["file"])}
-        prepare = evaluate._classifier_input
+        prepare = classifier.to_input
     else:
         model, iinfo = inception.load(protocol.inception_weights)
         extract = inception.extract

@@ -14,6 +14,7 @@ pi_y p(x|y) / (pi_y p(x|y) + pi_y q(x|y)) is exactly D*(x|y), with no prior rati
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TextIO
 
@@ -190,6 +191,15 @@ def with_class(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([x.float(), torch.nn.functional.one_hot(y, k).float()], dim=1)
 
 
+def _class_points(weights: torch.Tensor, centre: torch.Tensor, scale: torch.Tensor,
+                  rng: torch.Generator, m: int) -> torch.Tensor:
+    """m points of D's input (m, 1 + K): classes y ~ weights, x = centre[y] + scale[y] * eps,
+    with the one-hot y joined."""
+    y = torch.multinomial(weights.float(), m, replacement=True, generator=rng)
+    x = centre[y] + scale[y] * torch.randn(m, generator=rng)
+    return with_class(x[:, None], y, len(weights))
+
+
 def _run_conditional(out, seed, data, steps, batch, d_width, lr, log) -> dict:
     torch.manual_seed(seed)
     toy = TOY_DISTRIBUTIONS[data]
@@ -198,16 +208,10 @@ def _run_conditional(out, seed, data, steps, batch, d_width, lr, log) -> dict:
     means, stds = toy.means[:, 0].float(), toy.stds.float()  # (K,)
     a, b = torch.tensor(AFFINE_BY_CLASS).T  # (K,) each
 
-    def labels(m: int) -> torch.Tensor:  # (m,) at the data's class frequencies, for reals and fakes alike
-        return torch.multinomial(toy.weights.float(), m, replacement=True, generator=rng)
-
-    def real(m: int) -> torch.Tensor:
-        y = labels(m)
-        return with_class((means[y] + stds[y] * torch.randn(m, generator=rng))[:, None], y, k)
-
-    def fake(m: int) -> torch.Tensor:
-        y = labels(m)
-        return with_class((a[y] * torch.randn(m, generator=rng) + b[y])[:, None], y, k)
+    # Reals and fakes: classes at the data's frequencies, then x given the class (data: the
+    # component; G: the affine map of z), both from rng.
+    real = functools.partial(_class_points, toy.weights, means, stds, rng)
+    fake = functools.partial(_class_points, toy.weights, b, a, rng)
 
     # D(x, y) trained to convergence against the frozen conditional G.
     D = MLPDiscriminator((1 + k,), width=d_width)
