@@ -1,6 +1,6 @@
 """Prepared datasets (issue 20): start-up, prepare rate, memory-mapped training, bounded memory.
 
-    PYTHONPATH=src python benchmarks/prepare.py --n 20000 --n 100000   # what docs/benchmarks.md records
+    PYTHONPATH=src python benchmarks/prepare.py --n 100000 --parts starts,rates   # docs/benchmarks.md
     PYTHONPATH=src python benchmarks/prepare.py --n 20000 --parts speed --threads 1   # speed alone
     PYTHONPATH=src python benchmarks/prepare.py --quick                 # smoke test: 600 images
 
@@ -12,11 +12,12 @@ are generated here and never committed. For each N:
   with an empty cache, so it prepares the folder into the cache; wall time of the whole command
   (interpreter, imports, data, one iteration, the run folder's files): an upper bound on the
   time to the first iteration;
-- second start: the same command again (the cache is used); and `load_dataset` alone, timed in
+- second start: the same command again, three times (the cache is used; the median); and `load_dataset` alone, timed in
   a fresh process, which is the data's part of that start; and the same command on a 64-image
   .npz (the start's fixed cost: interpreter, torch, model, one iteration, the run's files);
-- prepare rate: `gankit data prepare DIR --image-size 64 --out X --jobs J`, J = 1 and 2: N over
-  the whole command's wall time, and the decoding phase's rate from its last progress line.
+- prepare rate: `gankit data prepare DIR --image-size 64 --out X`, pinned to one core (its
+  default is then one job), and with `--jobs 1` and `--jobs 2` on both cores: N over the whole
+  command's wall time, and the decoding phase's rate from its last progress line.
 Then, on the first N's prepared set:
 - training images/s, resident against memory-mapped (prepared.RESIDENT_FRACTION = 0), each run in
   its own process, alternating, --repeats times: steady state from metrics.jsonl's time column
@@ -76,10 +77,11 @@ def timed(cmd: list[str], env: dict) -> float:
     return _timed(cmd, env)[0]
 
 
-def _timed(cmd: list[str], env: dict) -> tuple[float, str]:
-    """(wall seconds, stderr) of a command that must succeed."""
+def _timed(cmd: list[str], env: dict, cpus: set[int] | None = None) -> tuple[float, str]:
+    """(wall seconds, stderr) of a command that must succeed; cpus: the cores it may run on."""
     began = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=pin)
     if done.returncode:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
     return time.perf_counter() - began, done.stderr
@@ -91,7 +93,7 @@ def starts(root: Path, work: Path, n: int) -> dict:
     cmd = [sys.executable, "-m", "gankit", "train", "--data", f"folder:{root}", "--image-size", "64",
            *TRAIN_FLAGS, "--max-images", "64", "--out", str(work / "run"), "--overwrite"]
     first = timed(cmd, _env(cache))
-    second = timed(cmd, _env(cache))
+    seconds = sorted(timed(cmd, _env(cache)) for _ in range(3))
     # The same command on 64 images in an .npz: what a start costs without any dataset to speak of.
     tiny = work / "tiny.npz"
     np.savez(tiny, images=np.random.default_rng(0).integers(0, 256, (64, 64, 64, 3), dtype=np.uint8))
@@ -99,28 +101,34 @@ def starts(root: Path, work: Path, n: int) -> dict:
     load = [sys.executable, "-c", "import time; from gankit.data import load_dataset; t = time.perf_counter(); "
             f"d = load_dataset('folder:{root}', image_size=64); print(time.perf_counter() - t, len(d))"]
     out = subprocess.run(load, env=_env(cache), capture_output=True, text=True, check=True).stdout.split()
-    return {"n": n, "first_start_s": round(first, 2), "second_start_s": round(second, 2),
+    return {"n": n, "first_start_s": round(first, 2), "second_start_s": round(seconds[1], 2),
+            "second_start_runs_s": [round(s, 2) for s in seconds],
             "baseline_start_64_images_npz_s": round(baseline, 2),
             "second_start_load_dataset_s": round(float(out[0]), 2), "images": int(out[1])}
 
 
 def prepare_rates(root: Path, work: Path, n: int) -> dict:
+    """`gankit data prepare` on one core (the process pinned to it: its default is then one
+    job), with --jobs 1 on both cores, and with --jobs 2 on both cores."""
     rates = {}
-    for jobs in (1, 2):
-        out = work / f"prepared-{n}-j{jobs}"
+    both = os.sched_getaffinity(0)
+    for label, jobs, cpus in (("core1", None, {min(both)}), ("jobs1", 1, None), ("jobs2", 2, None)):
+        out = work / f"prepared-{n}-{label}"
         cmd = [sys.executable, "-m", "gankit", "data", "prepare", str(root), "--image-size", "64",
-               "--out", str(out), "--jobs", str(jobs)]
-        seconds, err = _timed(cmd, _env(work / "cache-unused"))
-        rates[f"jobs{jobs}_s"] = round(seconds, 2)
-        rates[f"jobs{jobs}_images_per_s"] = round(n / seconds)  # the whole command, start-up included
+               "--out", str(out), *(["--jobs", str(jobs)] if jobs else [])]
+        seconds, err = _timed(cmd, _env(work / "cache-unused"), cpus)
+        rates[f"{label}_s"] = round(seconds, 2)
+        rates[f"{label}_images_per_s"] = round(n / seconds)  # the whole command, start-up included
         # The decoding phase alone, as its last progress line says ("N/N images, R images/s, T s").
         last = [line for line in err.splitlines() if "images/s" in line][-1]
-        rates[f"jobs{jobs}_decode_images_per_s"] = int(last.split(" images, ")[1].split(" ")[0].replace(",", ""))
-        if jobs == 1:
+        rates[f"{label}_decode_images_per_s"] = int(last.split(" images, ")[1].split(" ")[0].replace(",", ""))
+        if label != "jobs2":
             shutil.rmtree(out)
-    rates["speedup"] = round(rates["jobs1_s"] / rates["jobs2_s"], 2)
-    rates["decode_speedup"] = round(rates["jobs2_decode_images_per_s"] / rates["jobs1_decode_images_per_s"], 2)
-    return {"n": n, **rates, "dataset": str(work / f"prepared-{n}-j2")}
+    for base in ("core1", "jobs1"):
+        rates[f"speedup_vs_{base}"] = round(rates[f"{base}_s"] / rates["jobs2_s"], 2)
+        rates[f"decode_speedup_vs_{base}"] = round(
+            rates["jobs2_decode_images_per_s"] / rates[f"{base}_decode_images_per_s"], 2)
+    return {"n": n, **rates, "dataset": str(work / f"prepared-{n}-jobs2")}
 
 
 # --- in a child process: one training run ----------------------------------------------------------

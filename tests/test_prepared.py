@@ -20,9 +20,10 @@ from gankit.cli import main
 from gankit.config import TrainConfig
 from gankit.data import content_key, load_dataset, prepare, prepared
 from gankit.data.batches import StreamedImageBatches, batches_for
-from gankit.data.images import load_folder
+from gankit.data.images import load_folder, scan_images
 from gankit.data.prepare import prepare_folder
 from gankit.errors import DataError
+from gankit.files import sha256
 from gankit.train import resume, train
 from runchecks import same_state
 
@@ -71,6 +72,31 @@ def test_prepared_equals_the_direct_decode(tmp_path, monkeypatch, workers):
     _same(data, load_folder(root, image_size=10))
     assert data.mapping is None
     assert np.load(tmp_path / "ds" / "images.npy", mmap_mode="r").shape == (24, 3, 10, 10)
+    # hashed while the chunks were decoded (in any order): still the file's plain SHA-256
+    assert manifest["images_sha256"] == sha256(tmp_path / "ds" / "images.npy")
+
+
+def test_the_row_hasher_hashes_the_file_in_order_whatever_order_rows_finish(tmp_path):
+    path = tmp_path / "a.npy"
+    np.save(path, np.arange(5 * 6, dtype=np.uint8).reshape(5, 1, 2, 3))
+    with prepare.RowHasher(path, (5, 1, 2, 3)) as hasher:
+        for start, count in [(3, 2), (0, 1), (2, 1)]:
+            hasher.rows_done(start, count)
+        with pytest.raises(RuntimeError, match="rows from 1 were never reported"):
+            hasher.hexdigest()
+        hasher.rows_done(1, 1)
+        assert hasher.hexdigest() == sha256(path)
+
+
+def test_folders_list_their_images_in_path_order(tmp_path):
+    names = ["a.png", "a/x.png", "a/b/c.jpg", "a.b/y.png", "B/z.PNG", "a/b.png", "ab.png",
+             "a/b/a/z.jpeg", "notes.txt", ".png", "c/.jpg", "c/d..JPEG"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    got = [rel for rel, _ in scan_images(tmp_path, "folder:t")]
+    assert got == ["B/z.PNG", "a/b/a/z.jpeg", "a/b/c.jpg", "a/b.png", "a/x.png", "a.b/y.png", "a.png",
+                   "ab.png", "c/d..JPEG"]  # part by part; ".png" has no extension (os.path.splitext)
 
 
 def test_cli_prepare_and_grey_channels(tmp_path, capsys):
@@ -88,6 +114,18 @@ def test_cli_prepare_and_grey_channels(tmp_path, capsys):
     assert "is a prepared dataset" in log.getvalue()
     with pytest.raises(DataError, match="prepared at 8x8 with 1 channel"):
         load_dataset(f"prepared:{tmp_path / 'ds'}", image_size=16)
+
+
+def test_data_info_describes_a_prepared_dataset_and_checks_it(tmp_path, capsys):
+    root = _classes(tmp_path / "src")
+    manifest = prepare_folder(root, tmp_path / "ds", image_size=8, log=io.StringIO())
+    assert main(["data", "info", f"prepared:{tmp_path / 'ds'}"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["images"] == 6 and info["shape"].startswith("3 x 8 x 8") and info["classes"] == "2: cats, dogs"
+    assert info["images_sha256"] == manifest["images_sha256"] and info["training_holds_it"].startswith("in memory")
+    (tmp_path / "ds" / "labels.npy").unlink()
+    assert main(["data", "info", f"prepared:{tmp_path / 'ds'}"]) == 1
+    assert "labels.npy: missing" in capsys.readouterr().err
 
 
 # --- the folder: cache ------------------------------------------------------------------------
@@ -120,7 +158,7 @@ def test_a_folder_is_cached_and_any_change_invalidates_it(tmp_path):
     log = io.StringIO()
     load_dataset(f"folder:{root}", image_size=4, log=log)
     assert "preparing it once" in log.getvalue()
-    cached = [p for p in (tmp_path / "cache" / "gankit" / "prepared").iterdir() if p.name != "sources"]
+    cached = [p for p in (tmp_path / "cache" / "gankit" / "prepared").iterdir() if p.name not in ("sources", "locks")]
     assert len(cached) == 2
 
 
@@ -131,7 +169,23 @@ def test_the_folder_cache_keeps_the_folder_errors(tmp_path):
     (root / "broken.png").write_bytes(b"")
     with pytest.raises(DataError, match=f"cannot read image {root / 'broken.png'}"):
         load_dataset(f"folder:{root}")
-    assert not [p for p in (tmp_path / "cache" / "gankit" / "prepared").iterdir() if p.name != "sources"]
+    assert not [p for p in (tmp_path / "cache" / "gankit" / "prepared").iterdir() if p.name not in ("sources", "locks")]
+
+
+def test_processes_starting_on_one_folder_prepare_it_once(tmp_path):
+    """torchrun's ranks, or two runs started together: one prepares the cache, the other waits."""
+    root = _grey(tmp_path / "src", n=2 * prepare.CHUNK)
+    env = {**os.environ, "PYTHONPATH": str(SRC), "XDG_CACHE_HOME": str(tmp_path / "cache"), prepare._DELAY_ENV: "1"}
+    code = (f"import sys; from gankit.data import load_dataset; "
+            f"d = load_dataset('folder:{root}', image_size=8, log=sys.stdout); print(int(d.images.sum()))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = sorted(proc.communicate(timeout=120)[0] for proc in procs)
+    assert all(proc.returncode == 0 for proc in procs)
+    assert sum("preparing it once into the cache" in out for out in outs) == 1, outs
+    assert sum("another process is preparing it" in out and "prepared meanwhile" in out for out in outs) == 1, outs
+    assert outs[0].splitlines()[-1] == outs[1].splitlines()[-1] == str(int(load_folder(root, image_size=8).images.sum()))
+    assert len(list((tmp_path / "cache" / "gankit" / "prepared").glob("*/manifest.json"))) == 1
 
 
 # --- atomic writes --------------------------------------------------------------------------------
@@ -264,7 +318,8 @@ def test_bad_files_are_skipped_and_listed(tmp_path, capsys):
     for name in ("empty.png", "garbage.jpg", "truncated.png"):
         (root / ("cats" if name == "empty.png" else "dogs") / name).unlink()
     _same(load_dataset(f"prepared:{tmp_path / 'ds'}"), load_folder(root, image_size=8))
-    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["skipped"] == 3
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["skipped"] == 3 and manifest["images_sha256"] == sha256(tmp_path / "ds" / "images.npy")
 
 
 # --- larger than memory ----------------------------------------------------------------------------

@@ -436,7 +436,8 @@ def _add_data(commands) -> None:
     for action, help_ in (("fetch", "find the dataset or download it (SHA-256 checked)"),
                           ("info", "say where the dataset is and what it holds")):
         q = sub.add_parser(action, help=help_)
-        q.add_argument("name", metavar="NAME", help="fashion-mnist or mnist")
+        q.add_argument("name", metavar="NAME", help="fashion-mnist or mnist"
+                       + (", or prepared:DATASET (a gankit data prepare output)" if action == "info" else ""))
         q.add_argument("--data-dir", help="folder to look in (and download to)")
         q.set_defaults(run=_cmd_data, action=action)
     q = sub.add_parser("prepare", help="decode a folder of images once into a prepared dataset "
@@ -467,10 +468,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from gankit.data import mnist
+    from gankit.data import mnist, prepared
 
+    if args.action == "info" and args.name.startswith("prepared:"):
+        print(json.dumps(prepared.info(args.name.partition(":")[2]), indent=2))
+        return 0
     if args.name not in ("fashion-mnist", "mnist"):
-        raise GankitError(f"data {args.action}: unknown dataset {args.name!r}; use fashion-mnist or mnist")
+        raise GankitError(f"data {args.action}: unknown dataset {args.name!r}; use fashion-mnist or mnist"
+                          + (", or prepared:DATASET" if args.action == "info" else ""))
     if args.action == "fetch":
         path = mnist.fetch(args.name, args.data_dir)
         print(f"{args.name}: files in {path}")

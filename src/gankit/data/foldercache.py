@@ -6,7 +6,9 @@ times of its images, plus the image size and channels asked for (not the folder'
 copy with the same files shares it). Changing, adding or removing one file changes the key.
 prepared/sources/ remembers the last key of each (path, options), so that a run can say that a
 folder's cache was invalidated (and remove the stale copy) rather than only that it is new.
-A folder that is itself a prepared dataset (manifest.json + images.npy) is read as one.
+A folder that is itself a prepared dataset (manifest.json + images.npy) is read as one. One
+process at a time prepares a given key (a lock file in prepared/locks/): torchrun's other ranks
+wait for the first and read what it prepared.
 """
 
 from __future__ import annotations
@@ -14,24 +16,29 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 from gankit.cache import cache_dir
 from gankit.data.images import ImageDataset, check_options, scan_images
-from gankit.data.prepare import file_list, prepare_folder
+from gankit.data.prepare import listing, prepare_folder, text_sha256
 from gankit.data.prepared import is_prepared, load_prepared, read_manifest
 from gankit.errors import DataError
 from gankit.files import sha256, write_json
 
-KEY_VERSION = 1  # bump when the decode changes, so old caches are not taken for new ones
+KEY_VERSION = 2  # bump when the decode or the key changes, so old caches are not taken for new ones
 
 
 def folder_key(root: Path, name: str, image_size: int | None, channels: int | None) -> str:
     """The content key of a folder's images under these options (stats only, no decoding)."""
-    rows = file_list(scan_images(root, name))
-    blob = json.dumps([KEY_VERSION, image_size, channels, rows]).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
+    return text_sha256(f"{KEY_VERSION}\t{image_size}\t{channels}\n{listing(scan_images(root, name))}")[:32]
 
 
 def load_cached_folder(path: str, image_size: int | None, channels: int | None, log: TextIO) -> ImageDataset:
@@ -49,20 +56,52 @@ def load_cached_folder(path: str, image_size: int | None, channels: int | None, 
     if is_prepared(dataset):
         print(f"gankit: {name}: using its prepared cache {dataset}", file=log)
     else:
-        previous = _read_pointer(pointer)
-        if previous is not None and previous != key:
-            print(f"gankit: {name} changed since it was prepared (files added, removed or modified): its "
-                  f"cache {base / previous} is invalidated; preparing it again into {dataset}", file=log)
-            shutil.rmtree(base / previous, ignore_errors=True)
-        else:
-            print(f"gankit: {name}: preparing it once into the cache {dataset}; later starts read it "
-                  f"from there", file=log)
-        _build(root, dataset, image_size, channels, log, name)
+        with _build_lock(base / "locks" / key, name, log):
+            if is_prepared(dataset):
+                print(f"gankit: {name}: using its prepared cache {dataset}, which another process "
+                      f"prepared meanwhile", file=log)
+            else:
+                _announce(base, key, _read_pointer(pointer), name, log)
+                _build(root, dataset, image_size, channels, log, name)
     write_json(pointer, {"source": str(root.resolve()), "key": key})
     data = load_prepared(dataset, name=name)
     where = f"{len(data)} images under {root.resolve()}"
     data.source = where if data.classes is None else f"{where} in {len(data.classes)} classes (its subfolders)"
     return data
+
+
+@contextmanager
+def _build_lock(path: Path, name: str, log: TextIO) -> Iterator[None]:
+    """One process at a time prepares a folder into the cache: the others (torchrun's other ranks,
+    a second run started on the same folder) wait, then read what it prepared. Where fcntl does
+    not exist (Windows) there is no lock: each process prepares a copy of its own, and the first
+    to finish is kept (see _build)."""
+    if fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:  # the lock file stays: removing it would race with a waiter
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"gankit: {name}: another process is preparing it into the cache; waiting for it",
+                  file=log, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _announce(base: Path, key: str, previous: str | None, name: str, log: TextIO) -> None:
+    """Say whether the cache is new or replaces a stale one (and remove the stale one)."""
+    if previous is not None and previous != key:
+        print(f"gankit: {name} changed since it was prepared (files added, removed or modified): its "
+              f"cache {base / previous} is invalidated; preparing it again into {base / key}", file=log)
+        shutil.rmtree(base / previous, ignore_errors=True)
+    else:
+        print(f"gankit: {name}: preparing it once into the cache {base / key}; later starts read it "
+              f"from there", file=log)
 
 
 def _build(root: Path, dataset: Path, image_size: int | None, channels: int | None, log: TextIO, name: str) -> None:

@@ -138,27 +138,42 @@ def list_images(root: Path, name: str) -> list[Path]:
 
 def scan_images(root: Path, name: str) -> list[tuple[str, os.stat_result]]:
     """(path relative to root with "/", its stat) of each image file under root, sorted as paths
-    sort (part by part). One directory walk and one stat a file: pathlib's rglob, is_file and
-    stat took three times as long on 100,000 files. Like rglob, it does not enter symlinked folders."""
+    sort (part by part). One directory walk and one stat a file, each folder's entries sorted by
+    name and a subfolder walked where its name falls: that is the part-by-part order, without
+    sorting all the paths at the end (0.6 s of a 1.2 s scan of 100,000 files). Like pathlib's
+    rglob, it does not enter symlinked folders."""
     if not root.is_dir():
         raise DataError(f"{name}: not a folder (or it does not exist); give a folder of .png/.jpg images")
-    found, pending = [], [""]
+    found = []
     try:
-        while pending:
-            rel = pending.pop()
-            with os.scandir(root / rel) as entries:
-                for entry in entries:
-                    sub = f"{rel}/{entry.name}" if rel else entry.name
-                    if entry.is_dir() and not entry.is_symlink():
-                        pending.append(sub)
-                    elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS and entry.is_file():
-                        found.append((sub, entry.stat()))
+        stack = [("", _sorted_entries(root))]  # (folder relative to root + "/", its entries left)
+        while stack:
+            rel, entries = stack[-1]
+            for entry in entries:
+                if entry.is_dir() and not entry.is_symlink():
+                    stack.append((f"{rel}{entry.name}/", _sorted_entries(entry.path)))
+                    break  # walk the subfolder now; this folder's iterator resumes after it
+                if _is_image_name(entry.name) and entry.is_file():
+                    found.append((rel + entry.name, entry.stat()))
+            else:
+                stack.pop()
     except OSError as exc:
         raise DataError(f"{name}: cannot list the folder: {exc.strerror or exc}") from None
     if not found:
         raise DataError(f"{name}: no .png/.jpg/.jpeg images found (searched recursively)")
-    found.sort(key=lambda item: os.path.normcase(item[0]).split("/"))
     return found
+
+
+def _is_image_name(name: str) -> bool:
+    """Whether os.path.splitext(name)[1].lower() is in EXTENSIONS (leading dots are not an
+    extension: ".png" has none), at a third of splitext's cost."""
+    dot = name.rfind(".")
+    return name[dot:].lower() in EXTENSIONS and name[:dot].strip(".") != ""
+
+
+def _sorted_entries(folder) -> Iterator[os.DirEntry]:
+    with os.scandir(folder) as entries:
+        return iter(sorted(entries, key=lambda entry: entry.name))
 
 
 def output_shape(name: str, files: list[Path], headers: list[tuple[str, tuple[int, int]]],
@@ -187,12 +202,17 @@ def decode_resized(file: Path, channels: int, image_size: int | None) -> torch.T
 def folder_labels(root: Path, files: list[Path]) -> tuple[torch.Tensor, tuple[str, ...]] | None:
     """(labels (N,) int64, class names) from each file's first-level subfolder under root; None
     when any file lies directly in root (a mixed or flat folder is unlabelled)."""
+    return labels_of_paths([file.relative_to(root).as_posix() for file in files])
+
+
+def labels_of_paths(paths: list[str]) -> tuple[torch.Tensor, tuple[str, ...]] | None:
+    """folder_labels from the paths relative to the root, "/"-separated (scan_images's)."""
     firsts = []
-    for file in files:
-        parts = file.relative_to(root).parts
-        if len(parts) < 2:
+    for path in paths:
+        first, sep, _ = path.partition("/")
+        if not sep:
             return None
-        firsts.append(parts[0])
+        firsts.append(first)
     classes = tuple(sorted(set(firsts)))
     index = {c: i for i, c in enumerate(classes)}
     return torch.tensor([index[f] for f in firsts], dtype=torch.int64), classes

@@ -11,7 +11,6 @@ through pipes; each image is decoded by images.decode_resized, as the folder: lo
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import os
 import shutil
@@ -26,8 +25,8 @@ import torch
 from gankit.data.images import (
     check_options,
     decode_resized,
-    folder_labels,
     header,
+    labels_of_paths,
     output_shape,
     scan_images,
 )
@@ -46,14 +45,15 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def file_list(scanned: list[tuple[str, os.stat_result]]) -> list[list]:
-    """[relative path, size, mtime in ns] of each file (images.scan_images): what the folder
-    cache is keyed by."""
-    return [[rel, st.st_size, st.st_mtime_ns] for rel, st in scanned]
+def listing(scanned: list[tuple[str, os.stat_result]]) -> str:
+    """One line "path<TAB>size<TAB>mtime_ns" per file (images.scan_images): what the folder cache
+    is keyed by, and whose SHA-256 the manifest records as files_sha256. (json.dumps of the same
+    rows took five times as long for 100,000 files.)"""
+    return "\n".join(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}" for rel, st in scanned)
 
 
-def list_sha256(rows: list[list]) -> str:
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def prepare_folder(source: str | os.PathLike, out: str | os.PathLike, *, image_size: int | None,
@@ -73,8 +73,9 @@ def prepare_folder(source: str | os.PathLike, out: str | os.PathLike, *, image_s
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"--out {out} already exists; remove it or choose another folder")
     scanned = scan_images(root, name)
-    files = [root / rel for rel, _ in scanned]
-    listing = file_list(scanned)  # before decoding: a file changed meanwhile makes the key stale, not wrong
+    files = [os.path.join(root, rel) for rel, _ in scanned]  # str: 100,000 Path joins took 0.3 s
+    files_sha256 = text_sha256(listing(scanned))  # before decoding: a file changed meanwhile makes it stale, not wrong
+    rels = [rel for rel, _ in scanned]
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     remove_stale_builds(out)
     shutil.rmtree(tmp, ignore_errors=True)  # a dead process's, whose PID this one reuses
@@ -83,7 +84,7 @@ def prepare_folder(source: str | os.PathLike, out: str | os.PathLike, *, image_s
         jobs = min(jobs or default_jobs(), max(1, len(files) // CHUNK))
         with _workers(jobs if len(files) >= IN_PROCESS_BELOW else 1) as pool:
             built = _build(pool, root, files, tmp, name, image_size, channels, on_bad_file, log)
-        manifest = _finish(tmp, root, listing, files, built, image_size, channels, on_bad_file)
+        manifest = _finish(tmp, root, rels, files_sha256, built, image_size, channels, on_bad_file)
         os.rename(tmp, out)  # the dataset appears whole, manifest included, or not at all
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -189,11 +190,11 @@ def _try(fn, *args):
         return f"cannot read image {args[0]}: {exc.strerror or exc}; fix or remove the file"
 
 
-def _chunks(files: list[Path], indices: list[int]) -> list[tuple[int, list[Path]]]:
+def _chunks(files: list[str], indices: list[int]) -> list[tuple[int, list[str]]]:
     return [(s, [files[i] for i in indices[s:s + CHUNK]]) for s in range(0, len(indices), CHUNK)]
 
 
-def _build(pool, root: Path, files: list[Path], tmp: Path, name: str, image_size: int | None,
+def _build(pool, root: Path, files: list[str], tmp: Path, name: str, image_size: int | None,
            channels: int | None, on_bad_file: str, log: TextIO) -> dict:
     """Headers (when the channels or size must be found), then the pixels, into tmp/images.npy.
     Returns what _finish needs: the kept files' indices, the skipped ones, the array's shape."""
@@ -215,14 +216,58 @@ def _build(pool, root: Path, files: list[Path], tmp: Path, name: str, image_size
     np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint8, shape=shape).flush()
     progress = Progress(len(kept), log, name)
     tasks = [(chunk, tmp / IMAGES, channels, image_size) for chunk in _chunks(files, kept)]
-    for ((start, chunk), *_), results in _run(pool, _decode_into, tasks):
-        for i, result in enumerate(results, start):
-            if result is not None:
-                bad[kept[i]] = result  # i is the row; kept[i] the file
-        _check_bad(bad, on_bad_file)
-        progress.update(len(chunk))
-    progress.done()
-    return {"kept": kept, "bad": bad, "shape": shape}
+    with RowHasher(tmp / IMAGES, shape) as hasher:
+        for ((start, chunk), *_), results in _run(pool, _decode_into, tasks):
+            for i, result in enumerate(results, start):
+                if result is not None:
+                    bad[kept[i]] = result  # i is the row; kept[i] the file
+            _check_bad(bad, on_bad_file)
+            hasher.rows_done(start, len(chunk))
+            progress.update(len(chunk))
+        progress.done()
+        digest = hasher.hexdigest()
+    return {"kept": kept, "bad": bad, "shape": shape, "images_sha256": digest}
+
+
+class RowHasher:
+    """SHA-256 of an .npy file whose rows worker processes are filling, computed as they go: when
+    the rows from the first one not yet hashed are done, they are read back (from the page cache)
+    and hashed, so that hashing overlaps decoding instead of following it. Chunks finish in any
+    order; the bytes are hashed in file order, so the digest is the file's plain SHA-256."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.row_bytes = int(np.prod(shape[1:]))
+        self.header_bytes = path.stat().st_size - shape[0] * self.row_bytes
+        self.file = open(path, "rb", buffering=0)  # a buffer would read ahead rows not yet written
+        self.digest = hashlib.sha256()
+        self.next_row, self.finished = 0, {}  # finished: first row -> rows, of chunks not yet hashed
+        self._hash(self.header_bytes)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def rows_done(self, start: int, count: int) -> None:
+        self.finished[start] = count
+        while self.next_row in self.finished:
+            count = self.finished.pop(self.next_row)
+            self._hash(count * self.row_bytes)
+            self.next_row += count
+
+    def hexdigest(self) -> str:
+        if self.finished:  # a chunk before them never reported: a bug, not a bad file
+            raise RuntimeError(f"rows from {self.next_row} were never reported done")
+        return self.digest.hexdigest()
+
+    def _hash(self, nbytes: int) -> None:
+        while nbytes > 0:
+            block = self.file.read(min(nbytes, 1 << 20))
+            if not block:
+                raise OSError(f"{self.file.name}: shorter than its header says")
+            self.digest.update(block)
+            nbytes -= len(block)
 
 
 def _check_bad(bad: dict[int, str], on_bad_file: str) -> None:
@@ -230,28 +275,30 @@ def _check_bad(bad: dict[int, str], on_bad_file: str) -> None:
         raise DataError(bad[min(bad)])  # the first bad file in the dataset's order
 
 
-def _finish(tmp: Path, root: Path, listing: list[list], files: list[Path], built: dict,
+def _finish(tmp: Path, root: Path, rels: list[str], files_sha256: str, built: dict,
             image_size: int | None, channels: int | None, on_bad_file: str) -> dict:
     """Drop the rows of files that failed to decode, write the labels, the skipped-files list
     and, last, the manifest."""
-    kept, bad, shape = built["kept"], built["bad"], built["shape"]
+    kept, bad, shape, digest = built["kept"], built["bad"], built["shape"], built["images_sha256"]
     rows = [r for r, i in enumerate(kept) if i not in bad]  # rows of the array that hold an image
     if not rows:
-        raise DataError(f"none of the {len(files)} images under {root} could be read (first: {bad[min(bad)]})")
+        raise DataError(f"none of the {len(rels)} images under {root} could be read (first: {bad[min(bad)]})")
     if len(rows) < len(kept):
         shape = (len(rows), *shape[1:])
         _compact(tmp / IMAGES, rows, shape)
-    labelled = folder_labels(root, [files[kept[r]] for r in rows])
+        digest = None  # the file changed: write_manifest hashes it again
+    labelled = labels_of_paths([rels[kept[r]] for r in rows])
     classes = None
     if labelled is not None:
         labels, classes = labelled
         np.save(tmp / LABELS, labels.numpy())
     if bad:
-        lines = [f"{files[i].relative_to(root).as_posix()}\t{bad[i]}\n" for i in sorted(bad)]
+        lines = [f"{rels[i]}\t{bad[i]}\n" for i in sorted(bad)]
         (tmp / SKIPPED).write_text("".join(lines))
     options = {"image_size": image_size, "channels": channels, "on_bad_file": on_bad_file}
-    return write_manifest(tmp, source=str(root.resolve()), files_sha256=list_sha256(listing),
-                          options=options, shape=shape, classes=classes, skipped=len(bad))
+    return write_manifest(tmp, source=str(root.resolve()), files_sha256=files_sha256,
+                          options=options, shape=shape, classes=classes, skipped=len(bad),
+                          images_sha256=digest)
 
 
 def _compact(path: Path, rows: list[int], shape: tuple[int, ...]) -> None:
