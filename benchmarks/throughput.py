@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 import os
 import sys
@@ -163,8 +164,9 @@ def run_gankit(config: TrainConfig, warmup: int, iterations: int, run_dir: Path)
     rows = {r["iteration"]: r for r in records if "event" not in r}
     start, end = rows[warmup], rows[warmup + iterations]
     rate = (end["images"] - start["images"]) / max(end["time"] - start["time"], 1e-9)
+    layout = json.loads((run_dir / "config.json").read_text())["speed"]  # as the run chose it (--memory-format)
     settings = (f"{plan.precision}, " + ("fused, " if plan.fused else "")
-                + ("channels_last, " if plan.channels_last else "")
+                + (("channels_last, " if layout["channels_last"] else "contiguous, ") if config.model == "dcgan" else "")
                 + (_graph_used(records) if plan.graphs else "")
                 + ("no CUDA graph on this device, " if config.cuda_graphs == "auto" and not plan.graphs else "")
                 + f"sync every {plan.sync_every}"

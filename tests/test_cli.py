@@ -73,6 +73,7 @@ def test_toy_run_and_sample(tmp_path):
     (["train", "--batch-size", "-3", "--data", "toy:ring8", "--model", "mlp"], "--batch-size must be a positive integer, got -3"),
     (["train", "--data", "nosuch", "--out", "x"], "nosuch"),
     (["train", "--data", "toy:ring8", "--model", "dcgan"], "use --model mlp"),
+    (["train", *TOY_ARGS, "--memory-format", "channels_last"], "the MLP has none: give auto or contiguous"),
     (["sample", "does-not-exist", "--out", "a.png"], "no such checkpoint or run folder"),
     (["train", "--resume", "no-run-here"], "no such run folder"),
 ])
@@ -89,6 +90,9 @@ def test_bad_flags_exit_1(capsys):
         main(["train", "--model", "resnet"])
     assert exit_.value.code == 1
     assert "invalid choice: 'resnet'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--memory-format", "nhwc"])
+    assert "--memory-format: invalid choice: 'nhwc'" in capsys.readouterr().err
 
 
 def test_existing_run_is_refused_without_overwrite(trained, capsys):

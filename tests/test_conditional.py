@@ -196,7 +196,7 @@ def test_two_processes_on_gloo_train_the_one_process_conditional_runs(tmp_path):
     data = labelled_npz(tmp_path / "two.npz", n=48)
     dcgan = ["train", "--data", f"npz:{data}", "--model", "dcgan", "--g-width", "8", "--d-width", "8",
              "--latent-dim", "8", "--batch-size", "16", "--k", "2", "--device", "cpu", "--conditional",
-             "--max-images", "192", "--snapshot-every", "192"]
+             "--max-images", "192", "--snapshot-every", "192", "--memory-format", "channels_last"]
     ok(gankit([*dcgan, "--out", str(tmp_path / "one-dcgan")]))
     ok(gankit([*dcgan, "--out", str(tmp_path / "two-dcgan")], nproc=2))
     same_state(tmp_path / "one-dcgan", tmp_path / "two-dcgan", atol=ATOL)

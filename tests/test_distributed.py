@@ -46,6 +46,7 @@ def images(tmp_path: Path, out: Path, *extra: str) -> list[str]:
         make_npz(data, n=48, size=16)
     return ["train", "--data", f"npz:{data}", "--model", "dcgan", "--g-width", "8", "--d-width", "8",
             "--latent-dim", "8", "--batch-size", "16", "--k", "2", "--device", "cpu",
+            "--memory-format", "channels_last",  # one layout for runs compared (auto measures each)
             "--snapshot-every", "160", "--out", str(out), *extra]
 
 

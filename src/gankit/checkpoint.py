@@ -92,6 +92,10 @@ def config_of(record: dict[str, Any], path: str | os.PathLike) -> TrainConfig:
         values = json.loads(record["config"])
     except (TypeError, json.JSONDecodeError):
         raise CheckpointError(f"{path}: the stored config is not valid JSON") from None
+    if isinstance(values, dict) and "memory_format" not in values:
+        # Written before --memory-format, when the DCGAN pair trained in channels_last on every device:
+        # it resumes in the layout it trained with (memformat.py).
+        values["memory_format"] = "channels_last" if values.get("model", "dcgan") == "dcgan" else "contiguous"
     return TrainConfig.from_dict(values, source=f"{path} (stored config)")
 
 

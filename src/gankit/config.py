@@ -22,12 +22,14 @@ SYNC_BN = ("on", "off")
 TENSORBOARD = ("on", "off")
 D_NORMS = ("batch", "spectral", "none")
 AUGMENTS = ("off", "diffaug")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 # Fields that may differ when a run is resumed: how long, where and how often, never what is
 # trained. The speed settings are here too: they change how the arithmetic is done, not the game.
+# (--memory-format auto on resume keeps the layout the run recorded: see resumed.)
 RESUMABLE_CHANGES = frozenset(
     {"max_images", "epochs", "device", "snapshot_every", "checkpoint_every", "log_every", "on_nan", "eval_every",
-     "eval_samples", "precision", "sync_every", "cuda_graphs", "sync_bn", "tensorboard"}
+     "eval_samples", "precision", "sync_every", "cuda_graphs", "sync_bn", "tensorboard", "memory_format"}
 )
 
 
@@ -79,6 +81,9 @@ class TrainConfig:
     precision: str = "tf32"  # fp32; tf32: TF32 tensor cores on CUDA (fp32 on the CPU); bf16: autocast
     sync_every: int | None = None  # iterations between reads of the statistics; None: 1 on CPU, 50 on CUDA
     cuda_graphs: str = "off"  # auto: capture the iteration as a CUDA graph where possible (unverified on a GPU)
+    # the DCGAN pair's layout; auto: channels_last on CUDA, measured on the CPU (memformat.py). A
+    # run's stored config holds the layout it chose, never auto.
+    memory_format: str = "auto"
     # several processes (torchrun; see distributed.py): batch norm over the global batch, or per process
     sync_bn: str = "on"
 
@@ -109,6 +114,10 @@ class TrainConfig:
         _choice("tensorboard", self.tensorboard, TENSORBOARD)
         _choice("d_norm", self.d_norm, D_NORMS)
         _choice("augment", self.augment, AUGMENTS)
+        _choice("memory_format", self.memory_format, MEMORY_FORMATS)
+        if self.model == "mlp" and self.memory_format == "channels_last":
+            raise ConfigError("--memory-format channels_last is a layout for the DCGAN pair's convolutions; the MLP "
+                              "has none: give auto or contiguous")
         for name in ("latent_dim", "k", "batch_size", "pack", "snapshot_every", "checkpoint_every",
                      "log_every", "grid_size"):
             _positive_int(name, getattr(self, name))
@@ -168,7 +177,7 @@ class TrainConfig:
         changed = {}
         for name, new in overrides.items():
             old = getattr(self, name)
-            if new == old:
+            if new == old or (name == "memory_format" and new == "auto"):  # auto: the layout the run recorded
                 continue
             if name not in RESUMABLE_CHANGES:
                 raise ConfigError(

@@ -1,9 +1,11 @@
 """How fast the training loop runs: precision, optimiser implementation, memory format, CUDA graphs.
 
 None of this changes the game being trained (Algorithm 1, the losses, the data and noise
-streams); it changes how the arithmetic is done. On the CPU the plan is the eager loop with
-channels_last for the DCGAN pair (oneDNN's convolutions are 15-50% faster in that layout on our
-2-core machine; see docs/benchmarks.md) and the statistics read every iteration. On CUDA:
+streams); it changes how the arithmetic is done. On the CPU the plan is the eager loop with the
+DCGAN pair in the layout --memory-format chose (auto: whichever of channels_last and contiguous
+a short measurement at start-up found faster on this CPU, memformat.py; channels_last is 15-50%
+faster on our AMD EPYC, see docs/benchmarks.md, which need not hold on other CPUs) and the
+statistics read every iteration. On CUDA:
 
 - fused Adam/SGD (one kernel per step instead of one per tensor);
 - channels_last for the DCGAN pair (the layout cuDNN's tensor-core convolutions want, as on the CPU);
@@ -48,6 +50,7 @@ class Plan:
     graphs: bool  # capture the iteration as a CUDA graph (it may still fall back at capture time)
     sync_every: int  # iterations between reads of the statistics
     reasons: tuple[str, ...] = ()
+    layout_note: str = ""  # how --memory-format auto chose on the CPU (memformat.Choice.note), or ""
 
     def to_dict(self) -> dict:
         return {**asdict(self), "reasons": list(self.reasons)}
@@ -57,8 +60,9 @@ class Plan:
         used = [self.precision]
         if self.fused:
             used.append("fused optimiser")
-        if self.channels_last:
-            used.append("channels_last")
+        if self.channels_last or self.layout_note:
+            used.append(("channels_last" if self.channels_last else "contiguous")
+                        + (f" ({self.layout_note})" if self.layout_note else ""))
         if self.cudnn_benchmark:
             used.append("cuDNN autotuning")
         used.append(f"statistics read every {self.sync_every} iteration{'s' if self.sync_every > 1 else ''}")
@@ -68,9 +72,11 @@ class Plan:
 
 
 def fast_path_plan(config: TrainConfig, device: torch.device | str, distributed: bool = False,
-                   processes: int = 1) -> Plan:
+                   processes: int = 1, layout_note: str = "") -> Plan:
     """The fast path for this config on this device ("cpu", "cuda", "cuda:1", ...); distributed:
-    in a torchrun process (see distributed.py), one of `processes`."""
+    in a torchrun process (see distributed.py), one of `processes`. --memory-format auto counts
+    as channels_last here: a run resolves it first (memformat.choose, which measures on the CPU),
+    and layout_note says how."""
     cuda = torch.device(device).type == "cuda"
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
     fused = cuda and supports_fused(optimizer_class)
@@ -109,8 +115,9 @@ def fast_path_plan(config: TrainConfig, device: torch.device | str, distributed:
                        "--sync-bn off is the fast choice (batch statistics per process)")
     if config.precision == "bf16" and not cuda:  # (tf32 on the CPU is plain fp32: nothing to say)
         reasons.append("bf16 autocast on a CPU without native bf16 instructions is slower than fp32")
-    return Plan(precision=config.precision, fused=fused, channels_last=config.model == "dcgan",
-                cudnn_benchmark=cuda, graphs=graphs, sync_every=sync_every, reasons=tuple(reasons))
+    channels_last = config.model == "dcgan" and config.memory_format != "contiguous"
+    return Plan(precision=config.precision, fused=fused, channels_last=channels_last, cudnn_benchmark=cuda,
+                graphs=graphs, sync_every=sync_every, reasons=tuple(reasons), layout_note=layout_note)
 
 
 def supports_fused(optimizer_class: type[torch.optim.Optimizer]) -> bool:

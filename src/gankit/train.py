@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import _SpectralNorm  # --d-norm spectral's parametrisation
 
-from gankit import checkpoint, distributed, ema, runs, tblog
+from gankit import checkpoint, distributed, ema, memformat, runs, tblog
 from gankit.augment import Augmented
 from gankit.config import TrainConfig
 from gankit.data import ImageDataset, ToyDataset, class_frequencies, load_dataset, subset
@@ -103,7 +103,12 @@ def _start(config: TrainConfig, run_dir: Path, record: dict | None, stream: Text
                 check_classes(dataset)
             if record is None and world.main:
                 runs.prepare_new(run_dir, overwrite=overwrite)
-        plan = fast_path_plan(config, world.device, distributed=world.launched, processes=world.size)
+        # --memory-format auto: measured on the CPU (or cached), the same on every rank; recorded in
+        # the config the run stores, which --resume then keeps (memformat.py).
+        config, layout = memformat.choose(config, tuple(dataset.shape),
+                                          len(dataset.classes) if config.conditional else None, world)
+        plan = fast_path_plan(config, world.device, distributed=world.launched, processes=world.size,
+                              layout_note=layout.note())
         with _disk_errors(run_dir), precision_flags(plan, world.device):
             return _run(config, plan, run_dir, dataset, world, record=record, stream=stream)
 
@@ -393,7 +398,8 @@ def _announce(run: Run, state: TrainState) -> None:
             f"gankit: the run's length, {run.total} images, is rounded up to whole iterations of k x batch = "
             f"{per_iteration} images: it trains to {end} images ({(end - state.images_seen) // per_iteration} "
             f"iteration{'s' if end - state.images_seen > per_iteration else ''})")
-    if world.device.type == "cuda" or run.plan.reasons:  # on the CPU, only when something asked for is not done
+    # On the CPU, only when something asked for is not done, or the layout was chosen by measuring.
+    if world.device.type == "cuda" or run.plan.reasons or run.plan.layout_note:
         run.progress.message(run.plan.describe())
     if isinstance(state.batches, StreamedImageBatches):
         run.progress.message("gankit: the images do not fit in half the free GPU memory: they stay in pinned host "
