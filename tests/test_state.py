@@ -25,7 +25,8 @@ TOY = dict(data="toy:ring8", model="mlp", g_width=16, d_width=16, latent_dim=4, 
 
 def new_state(config: TrainConfig) -> TrainState:
     dataset = load_dataset(config.data)
-    return build_state(config, dataset, fast_path_plan(config, "cpu"), World())
+    device = torch.device(config.device)  # World()'s default is the CPU: a CUDA config builds on CUDA
+    return build_state(config, dataset, fast_path_plan(config, device.type), World(device=device))
 
 
 def advance(state: TrainState, iterations: int) -> list[torch.Tensor]:
