@@ -575,6 +575,11 @@ def _add_bench(commands) -> None:
     q.add_argument("--jobs", type=int, default=None, help="parallel training processes (default: 2 or the CPU count)")
     q.add_argument("--device", default=None, choices=DEVICES,
                    help="pacgan: where the trials train; the --jobs processes share a GPU (default: auto)")
+    q.add_argument("--precision", default=None, choices=("fp32", "tf32"),
+                   help="pacgan: fp32 (as published; default) or tf32 (the batched engine's matrix products on CUDA)")
+    q.add_argument("--engine", default=None, choices=("auto", "batched", "loop"),
+                   help="pacgan: loop (one trial at a time per process) or batched (a pack's trials trained "
+                   "together as stacked tensors, the faster on a GPU and on a CPU) (default: auto = batched)")
     _theory_common(q, "modes")
     q.set_defaults(run=_cmd_bench_modes)
 
@@ -594,12 +599,13 @@ def _cmd_bench_modes(args: argparse.Namespace) -> int:
         packs = _int_list("--packs", args.packs or "1,2,3,4", "1,2")
         pacgan.run(args.out, args.seed, pacgan.SETUP["trials"] if args.trials is None else args.trials, packs,
                    datasets, pacgan.ITERATIONS if args.iterations is None else args.iterations, args.jobs,
-                   args.device or "auto", log=sys.stdout)
+                   args.device or "auto", log=sys.stdout, engine=args.engine or "auto",
+                   precision=args.precision or "fp32")
         return 0
     from gankit.theory import modes
 
-    given = [f for f, v in (("--packs", args.packs), ("--trials", args.trials), ("--device", args.device))
-             if v is not None]
+    given = [f for f, v in (("--packs", args.packs), ("--trials", args.trials), ("--device", args.device),
+                            ("--engine", args.engine), ("--precision", args.precision)) if v is not None]
     if given:
         raise GankitError(f"{', '.join(given)}: for --protocol pacgan only")
     ks = _int_list("--k", args.k or "1,5", "1,5")

@@ -1,0 +1,356 @@
+"""PacGAN's trials trained together: T trials as ONE set of stacked tensors (`--engine batched`).
+
+`gankit.theory.pacgan.trial` trains one G and one D for 400,000 updates; each update is about a
+hundred small kernels, so a GPU waits on launches and a CPU core on dispatch. Here every tensor
+of T trials gets a leading trial dimension and every kernel works on all T trials at once:
+
+- G: a weight (T, in, out) applied with torch.bmm / baddbmm to x (T, B, in); batch norm per trial
+  and per pass (statistics over the batch of that trial's pass only), running statistics updated
+  as nn.BatchNorm1d updates them (momentum 0.05, eps 1e-4, unbiased variance), once per pass;
+- D: maxout layers (T, in, 1000) -> view (T, B, 200, 5).max(-1); a last layer to one logit;
+  packs as gankit.models.pack.pack makes them: pack i = points M*i .. M*i + M-1 concatenated;
+- one update is pacgan.simultaneous_step: both losses from one forward pass, each trial's loss
+  the mean over its own packs (as gankit.losses), D's and G's gradients by two autograd.grad
+  calls, then Adam (lr 1e-4, betas (0.8, 0.999)). The trials' parameters are disjoint, so the
+  gradient of the SUM of the T losses is, trial by trial, that trial's own gradient; Adam is
+  elementwise, so one Adam on the stacked tensors is T Adams.
+
+What is the same as the loop engine (`trial`), trial by trial: the initial weights (built by
+`build_players` after torch.manual_seed(seed), then stacked), the 100,000 training points and
+the packing table (the same CPU generator, seeded with the trial's seed), the 2,500-point
+scoring z and the scoring. What is not: the per-epoch shuffle and the noise z are drawn on the
+engine's device for all trials at once, from one generator seeded with the batch's first seed,
+so a batched trial is statistically, not bitwise, the loop engine's trial of the same seed (and
+depends on its slot in the batch). D sees the real and the fake packs in one call (PacGAN's code
+does too); the logits are the same up to rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gankit.metrics.toy import mode_metrics
+from gankit.models.pack import Packed
+from gankit.theory.pacgan import PACGAN_TOYS, SETUP, SNAPSHOTS, build_players
+
+# --- the stacked players -------------------------------------------------------------------------
+
+@dataclass
+class Players:
+    """T trials' G and D. Weights are stored (T, in, out) (nn.Linear's weight, transposed)."""
+
+    g_weights: list[torch.Tensor]  # 4 hidden layers (T, in, 400), then the output layer (T, 400, 2)
+    g_bias: torch.Tensor  # (T, 1, 2): the output layer's bias (the hidden layers have none)
+    bn_scale: list[torch.Tensor]  # 4 x (T, 400)
+    bn_shift: list[torch.Tensor]  # 4 x (T, 400)
+    bn_mean: list[torch.Tensor]  # 4 x (T, 400): running statistics, no gradient
+    bn_var: list[torch.Tensor]  # 4 x (T, 400)
+    d_weights: list[torch.Tensor]  # 3 maxout layers (T, in, 1000), then (T, 200, 1)
+    d_biases: list[torch.Tensor]  # (T, 1, 1000) x 3, then (T, 1, 1)
+    pack: int
+    training: bool = True  # eval mode (sample): batch norm on the running statistics
+
+    def g_params(self) -> list[torch.Tensor]:
+        return [*self.g_weights, self.g_bias, *self.bn_scale, *self.bn_shift]
+
+    def d_params(self) -> list[torch.Tensor]:
+        return [*self.d_weights, *self.d_biases]
+
+
+def _linears(module: nn.Module) -> list[nn.Linear]:
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def stack_players(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.device = "cpu") -> Players:
+    """The (G, D) of `build_players`, one pair per trial, as one Players on `device`."""
+    def leaf(tensors):  # a list of per-trial tensors -> one (T, ...) leaf tensor with a gradient
+        return torch.stack([t.detach() for t in tensors]).to(device).requires_grad_()
+
+    def buffer(tensors):
+        return torch.stack([t.detach() for t in tensors]).to(device)
+
+    Gs = [g for g, _ in pairs]
+    Ds = [d.inner if isinstance(d, Packed) else d for _, d in pairs]
+    g_lin = list(zip(*(_linears(g) for g in Gs), strict=True))  # per layer: the T trials' nn.Linear
+    d_lin = list(zip(*(_linears(d) for d in Ds), strict=True))
+    bns = list(zip(*([m for m in g.modules() if isinstance(m, nn.BatchNorm1d)] for g in Gs), strict=True))
+    return Players(
+        g_weights=[leaf([m.weight.t() for m in layer]) for layer in g_lin],
+        g_bias=leaf([m.bias[None] for m in g_lin[-1]]),
+        bn_scale=[leaf([m.weight for m in layer]) for layer in bns],
+        bn_shift=[leaf([m.bias for m in layer]) for layer in bns],
+        bn_mean=[buffer([m.running_mean for m in layer]) for layer in bns],
+        bn_var=[buffer([m.running_var for m in layer]) for layer in bns],
+        d_weights=[leaf([m.weight.t() for m in layer]) for layer in d_lin],
+        d_biases=[leaf([m.bias[None] for m in layer]) for layer in d_lin],
+        pack=d_lin[0][0].in_features // 2)
+
+
+def initial_players(pack: int, seeds: list[int], device: str | torch.device = "cpu") -> Players:
+    """Trial t's initial weights are those of build_players(pack) after torch.manual_seed(seeds[t]),
+    as `trial` builds them."""
+    pairs = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        pairs.append(build_players(pack))
+    return stack_players(pairs, device)
+
+
+def unstack(players: Players, t: int) -> tuple[nn.Module, nn.Module]:
+    """Trial t's players as the unbatched modules (CPU), e.g. to compare or to keep."""
+    G, D = build_players(players.pack)
+    inner = D.inner if isinstance(D, Packed) else D
+    with torch.no_grad():
+        for m, w in zip(_linears(G), players.g_weights, strict=True):
+            m.weight.copy_(w[t].t())
+        _linears(G)[-1].bias.copy_(players.g_bias[t, 0])
+        bns = [m for m in G.modules() if isinstance(m, nn.BatchNorm1d)]
+        for i, m in enumerate(bns):
+            m.weight.copy_(players.bn_scale[i][t])
+            m.bias.copy_(players.bn_shift[i][t])
+            m.running_mean.copy_(players.bn_mean[i][t])
+            m.running_var.copy_(players.bn_var[i][t])
+        for m, w, b in zip(_linears(inner), players.d_weights, players.d_biases, strict=True):
+            m.weight.copy_(w[t].t())
+            m.bias.copy_(b[t, 0])
+    return G, D
+
+
+def make_adam(players: Players, capturable: bool = False) -> torch.optim.Adam:
+    """One Adam for both players (disjoint parameters, the same settings: the same as two Adams).
+    Fused: one kernel for all the stacked tensors on a GPU, and about 10% of an update saved on a
+    CPU (torch >= 2.4 fuses on the CPU too). capturable: its step count on the device, as a CUDA
+    graph needs."""
+    return torch.optim.Adam(players.d_params() + players.g_params(), lr=SETUP["lr"],
+                            betas=(SETUP["beta1"], SETUP["beta2"]), fused=True, capturable=capturable)
+
+
+# --- the forward passes --------------------------------------------------------------------------
+
+def batch_norm(players: Players, i: int, x: torch.Tensor) -> torch.Tensor:
+    """x (T, M, P, C): M passes of P samples per trial -> (T, M, P, C). Training: each pass of each
+    trial normalised with its own statistics (biased variance) and the running statistics updated
+    once per pass (momentum 0.05, the unbiased variance), as M calls of nn.BatchNorm1d would; eval:
+    the running statistics. One F.batch_norm over P rows of T*M*C channels (the layout it needs,
+    one copy; a strided reduction over P is several times slower on a CPU)."""
+    T, M, P, C = x.shape
+    rows = x.permute(2, 0, 1, 3).reshape(P, T * M * C)  # channel (t, m, c)
+    scale = players.bn_scale[i][:, None, :].expand(T, M, C).reshape(-1)  # (T*M*C,)
+    shift = players.bn_shift[i][:, None, :].expand(T, M, C).reshape(-1)
+    if players.training:
+        # momentum 1: the buffers receive exactly this pass's mean and unbiased variance
+        mean, var = x.new_zeros(T, M, C), x.new_ones(T, M, C)
+        y = F.batch_norm(rows, mean.view(-1), var.view(-1), scale, shift, True, 1.0, SETUP["bn_eps"])
+        with torch.no_grad():
+            for k in range(M):  # running = (1 - momentum) running + momentum batch, pass after pass
+                players.bn_mean[i].lerp_(mean[:, k], SETUP["bn_momentum"])
+                players.bn_var[i].lerp_(var[:, k], SETUP["bn_momentum"])
+    else:
+        mean = players.bn_mean[i][:, None, :].expand(T, M, C).reshape(-1)
+        var = players.bn_var[i][:, None, :].expand(T, M, C).reshape(-1)
+        y = F.batch_norm(rows, mean, var, scale, shift, False, 0.0, SETUP["bn_eps"])
+    return y.view(P, T, M, C).permute(1, 2, 0, 3)
+
+
+def generate(players: Players, z: torch.Tensor) -> torch.Tensor:
+    """z (T, M, P, 2): M noise batches of P per trial, each its own batch-norm pass -> x (T, M, P, 2).
+    The M passes share G's weights, so each linear layer is one bmm over (T, M*P, in)."""
+    T, M, P, _ = z.shape
+    h = z.reshape(T, M * P, -1)
+    for i, w in enumerate(players.g_weights[:-1]):
+        h = torch.bmm(h, w)  # (T, M*P, 400)
+        h = torch.relu(batch_norm(players, i, h.view(T, M, P, -1))).reshape(T, M * P, -1)
+    return torch.baddbmm(players.g_bias, h, players.g_weights[-1]).view(T, M, P, -1)
+
+
+def discriminate(players: Players, x: torch.Tensor) -> torch.Tensor:
+    """x (T, N, 2M): N packs per trial -> logits (T, N)."""
+    T, N, _ = x.shape
+    h = x
+    for w, b in zip(players.d_weights[:-1], players.d_biases[:-1], strict=True):
+        h = torch.baddbmm(b, h, w)  # (T, N, units * pieces)
+        h = h.view(T, N, -1, SETUP["maxout_pieces"]).max(-1).values  # (T, N, units)
+    return torch.baddbmm(players.d_biases[-1], h, players.d_weights[-1]).squeeze(-1)
+
+
+def losses(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, P) logits -> (D loss (T,), G loss (T,)): per trial, gankit.losses.discriminator_loss and
+    generator_loss(..., "non-saturating"), each the mean over that trial's packs."""
+    loss_d = F.softplus(-real_logits).mean(1) + F.softplus(fake_logits).mean(1)
+    loss_g = F.softplus(-fake_logits).mean(1)
+    return loss_d, loss_g
+
+
+def gradients(players: Players, real: torch.Tensor, zs: torch.Tensor) -> tuple:
+    """Both losses from one forward pass and their gradients, pacgan.simultaneous_step's. real
+    (T, P*M, 2): M consecutive points a pack; zs (T, M, P, 2): the M noise batches. Returns
+    (loss_d (T,), loss_g (T,), D's gradients, G's gradients) in d_params() / g_params() order."""
+    T, M, P, _ = zs.shape
+    fake = generate(players, zs).transpose(1, 2).reshape(T, P, 2 * M)  # pack i = (G(z_1)[i], ..., G(z_M)[i])
+    logits = discriminate(players, torch.cat([real.reshape(T, P, 2 * M), fake], 1))  # (T, 2P): real, then fake
+    loss_d, loss_g = losses(logits[:, :P], logits[:, P:])
+    # The sum over trials: the trials' parameters are disjoint, so each gets its own loss's gradient.
+    grads_d = torch.autograd.grad(loss_d.sum(), players.d_params(), retain_graph=True)
+    grads_g = torch.autograd.grad(loss_g.sum(), players.g_params())
+    return loss_d.detach(), loss_g.detach(), grads_d, grads_g
+
+
+def step(players: Players, adam: torch.optim.Optimizer, real: torch.Tensor,
+         zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update of every trial (`gradients`, then Adam on both players). Returns the (T,) D and
+    G losses, detached."""
+    loss_d, loss_g, grads_d, grads_g = gradients(players, real, zs)
+    for p, g in zip(players.d_params() + players.g_params(), grads_d + grads_g, strict=True):
+        p.grad = g
+    adam.step()
+    return loss_d, loss_g
+
+
+def sample(players: Players, z: torch.Tensor) -> torch.Tensor:
+    """G in inference mode (running statistics): z (T, N, 2) -> (T, N, 2) on the CPU."""
+    players.training = False
+    with torch.no_grad():
+        x = generate(players, z[:, None]).squeeze(1).cpu()
+    players.training = True
+    return x
+
+
+# --- the update as a CUDA graph ------------------------------------------------------------------
+
+GRAPH_WARMUP = 3  # eager updates before the capture (Adam's state, cuBLAS handles, the allocator)
+
+
+def cuda_capture(fn):
+    """Record fn's kernels as one CUDA graph (nothing runs): (replay, fn's outputs, static)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph.replay, out
+
+
+class Update:
+    """One update of every trial, `step`: eager, or (graph=True, CUDA) the first GRAPH_WARMUP eager
+    on a side stream, then captured once and replayed on static copies of (real, zs). At T = 80
+    trials an eager update is ~250 launches of small kernels; the graph launches them as one.
+    `capture` is cuda_capture (tests give a CPU stand-in)."""
+
+    def __init__(self, players: Players, graph: bool = False, capture=cuda_capture):
+        self.players, self.graph, self.capture = players, graph, capture
+        self.adam = make_adam(players, capturable=graph)
+        self.calls, self.replay, self.out, self.static = 0, None, None, None
+
+    def __call__(self, real: torch.Tensor, zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        if not self.graph:
+            return step(self.players, self.adam, real, zs)
+        if self.calls <= GRAPH_WARMUP:
+            with _side_stream(real.device):
+                return step(self.players, self.adam, real, zs)
+        if self.replay is None:  # static inputs the graph reads; each call copies its own into them
+            self.static = (real.clone(), zs.clone())
+            self.replay, self.out = self.capture(lambda: step(self.players, self.adam, *self.static))
+        self.static[0].copy_(real)
+        self.static[1].copy_(zs)
+        self.replay()
+        return self.out
+
+
+@contextlib.contextmanager
+def _side_stream(device: torch.device):
+    """CUDA's warm-up before a capture runs on a side stream (the documented recipe); the CPU has none."""
+    if device.type != "cuda":
+        yield
+        return
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        yield
+    torch.cuda.current_stream(device).wait_stream(side)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def training_sets(datas: list[str], pack: int, seeds: list[int],
+                  device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """points (T, N, 2) and packed (T, N, M) point ids: trial t's are exactly those `trial` draws
+    for (datas[t], pack, seeds[t]) (the same CPU generator, in the same order)."""
+    n = SETUP["dataset_size"]
+    points, packed = [], []
+    for data, seed in zip(datas, seeds, strict=True):
+        rng = torch.Generator().manual_seed(seed)
+        points.append(PACGAN_TOYS[data].sample(n, rng))  # (N, 2): the fixed training set
+        packed.append(torch.randint(n, (n, pack), generator=rng))  # (N, M): M resamplings per pack
+    return torch.stack(points).to(device), torch.stack(packed).to(device)
+
+
+def minibatch(points: torch.Tensor, packed: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """rows (T, P) packed-example ids per trial -> real (T, P*M, 2), pack after pack."""
+    T, P = rows.shape
+    M = packed.shape[2]
+    ids = packed.gather(1, rows[:, :, None].expand(T, P, M))  # (T, P, M) point ids
+    return points.gather(1, ids.reshape(T, P * M, 1).expand(T, P * M, 2))
+
+
+# --- a batch of trials ---------------------------------------------------------------------------
+
+def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generator: torch.Generator,
+          iterations: int, keep: set[int], eval_z: torch.Tensor, update: Update | None = None) -> tuple[tuple, list]:
+    """`iterations` updates of every trial, a new shuffle per trial each epoch (ShuffledScheme);
+    G's samples (T, 2500, 2) at the updates in `keep`. Returns ((loss_d, loss_g), [(update, samples)]).
+    update: how an update runs (default: eager)."""
+    T, N, M = packed.shape
+    P = SETUP["batch_packs"]
+    per_epoch = N // P
+    update = update or Update(players)
+    device = points.device
+    kept, order, result = [], None, None
+    for it in range(iterations):
+        if it % per_epoch == 0:
+            order = torch.rand(T, N, generator=generator, device=device).argsort(1)  # (T, N): T permutations
+        j = it % per_epoch
+        real = minibatch(points, packed, order[:, j * P:(j + 1) * P])
+        zs = torch.randn(T, M, P, SETUP["latent_dim"], generator=generator, device=device)
+        result = update(real, zs)
+        if it + 1 in keep:
+            kept.append((it + 1, sample(players, eval_z)))
+    return result, kept
+
+
+def run_batch(datas: list[str], pack: int, seeds: list[int], iterations: int, device: str = "cpu",
+              snapshots: bool = False, threads: int | None = None, precision: str = "fp32") -> list[dict]:
+    """Train trials (datas[t], pack, seeds[t]) together and score each as `trial` does; one dict per
+    trial with trial()'s keys. `seconds` is the batch's wall time (the trials finish together).
+    snapshots: keep every trial's samples at pacgan.SNAPSHOTS of training. On CUDA the update is a
+    CUDA graph, and precision tf32 lets its matrix products use TF32 (fp32: as published)."""
+    if len(datas) != len(seeds) or not seeds:
+        raise ValueError(f"run_batch needs one dataset per seed, got {len(datas)} and {len(seeds)}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"  # this process's own (a worker's)
+    started = time.perf_counter()
+    players = initial_players(pack, seeds, device)
+    points, packed = training_sets(datas, pack, seeds, device)
+    generator = torch.Generator(device=device).manual_seed(seeds[0])
+    eval_z = torch.stack([torch.randn(SETUP["samples"], SETUP["latent_dim"],
+                                      generator=torch.Generator().manual_seed(10_000 + s)) for s in seeds]).to(device)
+    keep = {max(1, round(f * iterations)) for f in SNAPSHOTS} if snapshots else set()
+    update = Update(players, graph=torch.device(device).type == "cuda")
+    (loss_d, loss_g), kept = train(players, points, packed, generator, iterations, keep, eval_z, update)
+    samples = sample(players, eval_z)  # (T, 2500, 2)
+    seconds = round(time.perf_counter() - started, 2)
+    results = []
+    for t, (data, seed) in enumerate(zip(datas, seeds, strict=True)):
+        toy = PACGAN_TOYS[data]
+        shots = [{"iteration": it, "samples": x[t].numpy(), **mode_metrics(x[t], toy)} for it, x in kept]
+        results.append({"data": data, "pack": pack, "seed": seed, "iterations": iterations,
+                        "loss_d": loss_d[t].item(), "loss_g": loss_g[t].item(), "device": str(device),
+                        "cuda_graph": update.replay is not None, "precision": precision,
+                        **mode_metrics(samples[t], toy), "seconds": seconds,
+                        "_samples": samples[t].numpy(), "_snapshots": shots})
+    return results

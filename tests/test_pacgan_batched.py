@@ -1,0 +1,216 @@
+"""The batched-trials engine of --protocol pacgan (theory/pacgan_batched.py): T trials as stacked
+tensors train exactly as T runs of pacgan.simultaneous_step on the unbatched modules would."""
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from gankit.cli import main
+from gankit.errors import ConfigError
+from gankit.theory import pacgan
+from gankit.theory import pacgan_batched as pb
+
+DATAS, SEEDS, PACK = ["ring8", "grid25", "ring8"], [3, 4, 5], 2
+
+
+class NoStep:
+    """An optimiser that leaves the parameters alone: simultaneous_step's gradients stay readable."""
+
+    def step(self):
+        pass
+
+
+def _state(G, D) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in itertools.chain(G.state_dict().items(), D.state_dict().items())
+            if v.dtype.is_floating_point}
+
+
+def _unbatched(pack, seeds):
+    pairs = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        pairs.append(pacgan.build_players(pack))
+    return pairs
+
+
+def _inputs(steps, seed=0):
+    """Per update: real (T, P*M, 2) drawn from the trials' own training sets, as trial() packs
+    them, and noise zs (T, M, P, 2)."""
+    points, packed = pb.training_sets(DATAS, PACK, SEEDS, "cpu")
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        rows = torch.randint(pacgan.SETUP["dataset_size"], (len(SEEDS), 100), generator=g)  # (T, P)
+        real = pb.minibatch(points, packed, rows)
+        for t in range(len(SEEDS)):  # trial()'s own indexing: points[packed[rows].flatten()]
+            assert torch.equal(real[t], points[t][packed[t][rows[t]].flatten()])
+        out.append((real, torch.randn(len(SEEDS), PACK, 100, 2, generator=g)))
+    return out
+
+
+def test_initial_weights_and_training_sets_are_the_loop_engines():
+    players = pb.initial_players(PACK, SEEDS)
+    for (G, D), t in zip(_unbatched(PACK, SEEDS), range(len(SEEDS)), strict=True):
+        ours, theirs = _state(*pb.unstack(players, t)), _state(G, D)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    points, packed = pb.training_sets(DATAS, PACK, SEEDS, "cpu")
+    assert points.shape == (3, 100_000, 2) and packed.shape == (3, 100_000, PACK)
+    for t, (data, seed) in enumerate(zip(DATAS, SEEDS, strict=True)):  # trial()'s draws, in its order
+        rng = torch.Generator().manual_seed(seed)
+        assert torch.equal(points[t], pacgan.PACGAN_TOYS[data].sample(100_000, rng))
+        assert torch.equal(packed[t], torch.randint(100_000, (100_000, PACK), generator=rng))
+
+
+def test_losses_and_gradients_are_each_trials_own():
+    """The gradient of the summed losses, trial by trial, is simultaneous_step's (not 1/T of it)."""
+    players = pb.initial_players(PACK, SEEDS)
+    (real, zs), = _inputs(1)
+    loss_d, loss_g, grads_d, grads_g = pb.gradients(players, real, zs)
+    stacked = pb.Players(g_weights=list(grads_g[:5]), g_bias=grads_g[5], bn_scale=list(grads_g[6:10]),
+                         bn_shift=list(grads_g[10:14]), bn_mean=players.bn_mean, bn_var=players.bn_var,
+                         d_weights=list(grads_d[:4]), d_biases=list(grads_d[4:]), pack=PACK)  # the gradients
+    for t, (G, D) in enumerate(_unbatched(PACK, SEEDS)):
+        ld, lg = pacgan.simultaneous_step(G, D, NoStep(), NoStep(), real[t], list(zs[t]))
+        torch.testing.assert_close(loss_d[t], ld, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(loss_g[t], lg, rtol=1e-5, atol=1e-6)
+        for p in itertools.chain(G.parameters(), D.parameters()):  # the gradients, laid out as the weights
+            p.data = p.grad
+        ours, theirs = _state(*pb.unstack(stacked, t)), _state(G, D)
+        for k in theirs:
+            if "running" not in k:
+                torch.testing.assert_close(ours[k], theirs[k], rtol=1e-4, atol=1e-7, msg=k)
+
+
+def test_three_batched_updates_equal_three_simultaneous_steps():
+    players = pb.initial_players(PACK, SEEDS)
+    adam = pb.make_adam(players)
+    inputs = _inputs(3)
+    for real, zs in inputs:
+        pb.step(players, adam, real, zs)
+    s = pacgan.SETUP
+    for t, (G, D) in enumerate(_unbatched(PACK, SEEDS)):
+        start = {k: v.clone() for k, v in _state(G, D).items()}
+        opt_G = torch.optim.Adam(G.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+        opt_D = torch.optim.Adam(D.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+        for real, zs in inputs:
+            pacgan.simultaneous_step(G, D, opt_G, opt_D, real[t], list(zs[t]))
+        ours, theirs = _state(*pb.unstack(players, t)), _state(G, D)
+        for k in theirs:
+            assert not torch.equal(theirs[k], start[k]), f"{k} did not train"  # bn scale, running stats too
+            torch.testing.assert_close(ours[k], theirs[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_batch_norm_is_nn_batchnorm1d_per_trial_and_pass():
+    T, M, P, C = 2, 3, 50, 400
+    players = pb.initial_players(1, [0, 1])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        players.bn_scale[0].copy_(1 + 0.3 * torch.randn(T, C, generator=g))
+        players.bn_shift[0].copy_(0.3 * torch.randn(T, C, generator=g))
+    bns = []
+    for t in range(T):
+        bn = torch.nn.BatchNorm1d(C, pacgan.SETUP["bn_eps"], pacgan.SETUP["bn_momentum"])
+        bn.weight.data.copy_(players.bn_scale[0][t])
+        bn.bias.data.copy_(players.bn_shift[0][t])
+        bns.append(bn)
+    for _ in range(3):  # three updates of M passes each
+        x = 2 + 3 * torch.randn(T, M, P, C, generator=g)
+        y = pb.batch_norm(players, 0, x)
+        for t, m in itertools.product(range(T), range(M)):  # pass after pass, as G's M calls
+            torch.testing.assert_close(y[t, m], bns[t](x[t, m]), rtol=1e-5, atol=1e-5)
+    for t in range(T):
+        torch.testing.assert_close(players.bn_mean[0][t], bns[t].running_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(players.bn_var[0][t], bns[t].running_var, rtol=1e-5, atol=1e-6)
+    x = 2 + 3 * torch.randn(T, 1, P, C, generator=g)
+    players.training = False
+    y = pb.batch_norm(players, 0, x)
+    for t in range(T):
+        torch.testing.assert_close(y[t, 0], bns[t].eval()(x[t, 0]), rtol=1e-5, atol=1e-5)
+
+
+def test_run_batch_returns_what_trial_returns(monkeypatch):
+    zs, theirs = [], []
+    sample, samples = pb.sample, pacgan._samples
+    monkeypatch.setattr(pb, "sample", lambda players, z: zs.append(z) or sample(players, z))
+    monkeypatch.setattr(pacgan, "_samples", lambda G, z: theirs.append(z) or samples(G, z))
+    results = pb.run_batch(["ring8", "grid25"], 2, [0, 1], 50, "cpu", snapshots=True)
+    keys = set(pacgan.trial("ring8", 2, 1, 1).keys())
+    assert torch.equal(zs[-1][1], theirs[-1])  # the scoring z of seed 1 is trial()'s
+    assert [(r["data"], r["seed"], r["pack"]) for r in results] == [("ring8", 0, 2), ("grid25", 1, 2)]
+    for r, most in zip(results, (8, 25), strict=True):
+        assert set(r) == keys and r["iterations"] == 50 and r["device"] == "cpu"
+        assert all(torch.isfinite(torch.tensor(r[k])) for k in ("loss_d", "loss_g", "seconds"))
+        assert 0 <= r["modes"] <= most and 0 <= r["high_quality"] <= 100 and r["n_samples"] == 2500
+        assert r["_samples"].shape == (2500, 2)
+        assert [s["iteration"] for s in r["_snapshots"]] == [1, 5, 25, 50]
+        assert r["_snapshots"][-1]["samples"].tolist() == r["_samples"].tolist()
+    assert results[0]["_samples"].tolist() != results[1]["_samples"].tolist()
+
+
+def test_bench_modes_batched_end_to_end(tmp_path):
+    argv = ["bench", "modes", "--protocol", "pacgan", "--engine", "batched", "--iterations", "30",
+            "--trials", "2", "--packs", "1,2", "--datasets", "ring8", "--out", str(tmp_path)]
+    assert main(argv) == 0  # the default --jobs: 2 processes on a 2-core machine
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["engine"] == "batched"
+    assert [(r["pack"], r["seeds"]) for r in record["rows"]] == [(1, [0, 1]), (2, [0, 1])]
+    assert [(r["pack"], r["seed"]) for r in record["trial_results"]] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert "PacGAN2 gankit" in (tmp_path / "table.txt").read_text()
+    assert (tmp_path / "collapse.png").is_file()
+    loop = ["bench", "modes", "--protocol", "pacgan", "--engine", "loop", "--iterations", "2", "--trials", "1",
+            "--packs", "1", "--datasets", "ring8", "--jobs", "1", "--out", str(tmp_path / "loop")]
+    assert main(loop) == 0
+    assert json.loads((tmp_path / "loop" / "results.json").read_text())["engine"] == "loop"
+
+
+def test_engine_choice_and_bad_engine_errors(tmp_path, capsys):
+    assert [pacgan.choose_engine(e, d) for e, d in (("auto", "cuda"), ("auto", "cpu"), ("batched", "cpu"),
+                                                    ("loop", "cuda"))] == ["batched", "batched", "batched", "loop"]
+    with pytest.raises(ConfigError, match=r"--engine must be auto, batched or loop; got 'fast'"):
+        pacgan.run(tmp_path, trials=1, packs=(1,), datasets=("ring8",), iterations=1, jobs=1, engine="fast")
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "modes", "--protocol", "pacgan", "--engine", "fast", "--out", str(tmp_path)])
+    assert exit_.value.code == 1 and "--engine: invalid choice: 'fast'" in capsys.readouterr().err
+    assert main(["bench", "modes", "--engine", "batched", "--out", str(tmp_path)]) == 1  # quick has none
+    err = capsys.readouterr().err
+    assert "--engine" in err and "--protocol pacgan only" in err
+    assert not (tmp_path / "results.json").exists()
+
+
+def _replaying_capture(fn):
+    """A CPU stand-in for cuda_capture: records fn and runs nothing; each replay runs it again and
+    copies its outputs into the tensors the capture handed out (as a graph's static outputs)."""
+    outs = (torch.full((len(SEEDS),), float("nan")), torch.full((len(SEEDS),), float("nan")))
+
+    def replay():
+        for out, new in zip(outs, fn(), strict=True):
+            out.copy_(new)
+
+    return replay, outs
+
+
+def test_the_graphed_update_trains_like_the_eager_one_on_each_updates_own_inputs():
+    """Update(graph=True) with the stand-in capture: GRAPH_WARMUP eager updates, one capture, then
+    replays that read each update's own (real, zs) through the static copies; the parameters end
+    equal to eager updates' (a replay on stale inputs, or a warm-up count off by one, would not)."""
+    steps = pb.GRAPH_WARMUP + 3
+    inputs = _inputs(steps)
+    ends, captures = [], []
+    for graph in (False, True):
+        players = pb.initial_players(PACK, SEEDS)
+
+        def capture(fn):
+            captures.append(fn)
+            return _replaying_capture(fn)
+
+        update = pb.Update(players, graph=graph, capture=capture)
+        losses = [tuple(t.clone() for t in update(real, zs)) for real, zs in inputs]
+        ends.append(([p.detach().clone() for p in players.d_params() + players.g_params()], losses))
+    assert len(captures) == 1
+    for a, b in zip(ends[0][0], ends[1][0], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for (da, ga), (db, gb) in zip(ends[0][1], ends[1][1], strict=True):
+        torch.testing.assert_close(da, db, rtol=0, atol=0)
+        torch.testing.assert_close(ga, gb, rtol=0, atol=0)
