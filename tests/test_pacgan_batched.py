@@ -157,6 +157,9 @@ def test_bench_modes_batched_end_to_end(tmp_path):
     assert record["engine"] == "batched"
     assert [(r["pack"], r["seeds"]) for r in record["rows"]] == [(1, [0, 1]), (2, [0, 1])]
     assert [(r["pack"], r["seed"]) for r in record["trial_results"]] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    for r in record["trial_results"]:  # every trial's scores along the way, without the samples
+        assert [shot["iteration"] for shot in r["snapshots"]] == [1, 3, 15, 30]
+        assert r["snapshots"][-1]["modes"] == r["modes"] and "samples" not in r["snapshots"][-1]
     assert "PacGAN2 gankit" in (tmp_path / "table.txt").read_text()
     assert (tmp_path / "collapse.png").is_file()
     loop = ["bench", "modes", "--protocol", "pacgan", "--engine", "loop", "--iterations", "2", "--trials", "1",

@@ -80,7 +80,7 @@ class TrainConfig:
     # speed (see fastpath.py): none of these changes what is trained
     precision: str = "tf32"  # fp32; tf32: TF32 tensor cores on CUDA (fp32 on the CPU); bf16: autocast
     sync_every: int | None = None  # iterations between reads of the statistics; None: 1 on CPU, 50 on CUDA
-    cuda_graphs: str = "off"  # auto: capture the iteration as a CUDA graph where possible (unverified on a GPU)
+    cuda_graphs: str = "auto"  # capture the iteration as a CUDA graph where possible (verified on an H200, docs/benchmarks.md)
     # the DCGAN pair's layout; auto: channels_last on CUDA, measured on the CPU (memformat.py). A
     # run's stored config holds the layout it chose, never auto.
     memory_format: str = "auto"

@@ -87,10 +87,8 @@ def fast_path_plan(config: TrainConfig, device: torch.device | str, distributed:
     sync_every = config.sync_every or (CUDA_SYNC_EVERY if cuda else 1)
     reasons: list[str] = []
     graphs = False
-    if config.cuda_graphs == "auto":
-        if not cuda:
-            reasons.append(f"CUDA graphs need a CUDA device, running eagerly on {torch.device(device)}")
-        elif distributed:
+    if config.cuda_graphs == "auto" and cuda:  # (a CPU has no graphs: nothing to say there)
+        if distributed:
             reasons.append("no CUDA graph under torchrun: DDP's gradient all-reduce is not captured "
                            "here; running eagerly")
         elif config.optimizer != "adam":
@@ -104,7 +102,7 @@ def fast_path_plan(config: TrainConfig, device: torch.device | str, distributed:
         else:
             graphs = True
     elif cuda:
-        reasons.append("CUDA graphs off (--cuda-graphs off; auto captures the iteration, unverified on a GPU)")
+        reasons.append("CUDA graphs off (--cuda-graphs off; the default, auto, captures the whole iteration)")
     if cuda and distributed and processes > 1 and config.sync_bn == "on" and config.model == "dcgan":
         # torch's SyncBatchNorm drops the statistics of ranks with empty inputs with a boolean
         # mask (torch/nn/modules/_functions.py, pytorch/pytorch#78549): a host sync in every

@@ -262,7 +262,8 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     _figure(out / "collapse.png", results, datasets, packs)
     for r in results:
         r.pop("_samples")
-        r.pop("_snapshots")
+        # the scores along the way (every trial in the batched engine, trial 0 in the loop engine)
+        r["snapshots"] = [{k: v for k, v in shot.items() if k != "samples"} for shot in r.pop("_snapshots")]
     record["trial_results"] = results
     text = table(record)
     write_json(out / "results.json", record)
