@@ -217,3 +217,68 @@ def test_the_graphed_update_trains_like_the_eager_one_on_each_updates_own_inputs
     for (da, ga), (db, gb) in zip(ends[0][1], ends[1][1], strict=True):
         torch.testing.assert_close(da, db, rtol=0, atol=0)
         torch.testing.assert_close(ga, gb, rtol=0, atol=0)
+
+
+# --- stopping and continuing (--stop-after, theory/pacgan_checkpoint.py) -------------------------
+
+def _clock(monkeypatch, start=1000.0):
+    """time.time() in pacgan_batched advancing one second per call: the deadline check before
+    each update is one call, so a deadline of start + n stops after about n updates."""
+    now = [start]
+
+    def tick():
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(pb.time, "time", tick)
+    return start
+
+
+def _same_results(a: list[dict], b: list[dict]) -> None:
+    for x, y in zip(a, b, strict=True):
+        assert {k: v for k, v in x.items() if not k.startswith("_") and k != "seconds"} == \
+            {k: v for k, v in y.items() if not k.startswith("_") and k != "seconds"}
+        assert x["_samples"].tolist() == y["_samples"].tolist()
+        assert [s["samples"].tolist() for s in x["_snapshots"]] == [s["samples"].tolist() for s in y["_snapshots"]]
+
+
+def test_a_stopped_batch_continues_to_the_results_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    args = (["ring8", "grid25"], 2, [0, 1], 30, "cpu", True)
+    straight = pb.run_batch(*args)
+    path = tmp_path / "pack2-0.pt"
+    start = _clock(monkeypatch)
+    assert pb.run_batch(*args, checkpoint=str(path), deadline=start + 12) is None  # stopped mid-way
+    state = torch.load(path, weights_only=True)  # tensors and plain values only
+    assert 0 < state["it"] < 30 and not state["done"] and state["kept"]  # past the snapshot at 1 and 3
+    resumed = pb.run_batch(*args, checkpoint=str(path), deadline=start + 10_000)
+    _same_results(straight, resumed)
+    assert torch.load(path, weights_only=True)["done"]
+    _same_results(straight, pb.run_batch(*args, checkpoint=str(path)))  # a finished batch is read back
+
+
+def test_a_checkpoint_of_another_command_or_a_broken_one_is_refused_by_name(tmp_path, monkeypatch):
+    path = tmp_path / "pack2-0.pt"
+    start = _clock(monkeypatch)
+    assert pb.run_batch(["ring8"], 2, [0], 30, "cpu", checkpoint=str(path), deadline=start + 5) is None
+    with pytest.raises(ConfigError, match=f"{path} belongs to another command.*iterations 30"):
+        pb.run_batch(["ring8"], 2, [0], 40, "cpu", checkpoint=str(path))
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=f"{path}: not a readable checkpoint.*delete it"):
+        pb.run_batch(["ring8"], 2, [0], 30, "cpu", checkpoint=str(path))
+    with pytest.raises(ValueError, match="deadline needs a checkpoint"):
+        pb.run_batch(["ring8"], 2, [0], 30, "cpu", deadline=start)
+
+
+def test_bench_modes_stop_after_exits_3_and_the_same_command_finishes(tmp_path, capsys):
+    argv = ["bench", "modes", "--protocol", "pacgan", "--iterations", "20", "--trials", "1", "--packs", "1,2",
+            "--datasets", "ring8", "--jobs", "1", "--out", str(tmp_path)]
+    assert main([*argv, "--stop-after", "0.001"]) == 3
+    assert "The same command continues" in capsys.readouterr().out
+    assert not (tmp_path / "results.json").exists()
+    assert main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["pack1-0.pt", "pack2-0.pt"]
+    assert main(["bench", "modes", "--stop-after", "5", "--out", str(tmp_path / "q")]) == 1
+    assert "--stop-after: for --protocol pacgan only" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--stop-after must be a positive number of seconds, with the batched"):
+        pacgan.run(tmp_path, trials=1, packs=(1,), datasets=("ring8",), iterations=1, jobs=1, engine="loop",
+                   stop_after=5)

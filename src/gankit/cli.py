@@ -575,6 +575,9 @@ def _add_bench(commands) -> None:
     q.add_argument("--jobs", type=int, default=None, help="parallel training processes (default: 2 or the CPU count)")
     q.add_argument("--device", default=None, choices=DEVICES,
                    help="pacgan: where the trials train; the --jobs processes share a GPU (default: auto)")
+    q.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
+                   help="pacgan, batched engine: stop after SECONDS with every batch checkpointed in OUT/checkpoints "
+                        "(exit status 3); the same command continues (finished batches are reused)")
     q.add_argument("--precision", default=None, choices=("fp32", "tf32"),
                    help="pacgan: fp32 (as published; default) or tf32 (the batched engine's matrix products on CUDA)")
     q.add_argument("--engine", default=None, choices=("auto", "batched", "loop"),
@@ -597,15 +600,16 @@ def _cmd_bench_modes(args: argparse.Namespace) -> int:
             raise GankitError(f"{', '.join(given)}: for --protocol quick only; the pacgan protocol is "
                               f"the published set-up (use --packs, --trials, --iterations)")
         packs = _int_list("--packs", args.packs or "1,2,3,4", "1,2")
-        pacgan.run(args.out, args.seed, pacgan.SETUP["trials"] if args.trials is None else args.trials, packs,
-                   datasets, pacgan.ITERATIONS if args.iterations is None else args.iterations, args.jobs,
-                   args.device or "auto", log=sys.stdout, engine=args.engine or "auto",
-                   precision=args.precision or "fp32")
-        return 0
+        record = pacgan.run(args.out, args.seed, pacgan.SETUP["trials"] if args.trials is None else args.trials,
+                            packs, datasets, pacgan.ITERATIONS if args.iterations is None else args.iterations,
+                            args.jobs, args.device or "auto", log=sys.stdout, engine=args.engine or "auto",
+                            precision=args.precision or "fp32", stop_after=args.stop_after)
+        return 3 if record.get("stopped") else 0
     from gankit.theory import modes
 
     given = [f for f, v in (("--packs", args.packs), ("--trials", args.trials), ("--device", args.device),
-                            ("--engine", args.engine), ("--precision", args.precision)) if v is not None]
+                            ("--engine", args.engine), ("--precision", args.precision),
+                            ("--stop-after", args.stop_after)) if v is not None]
     if given:
         raise GankitError(f"{', '.join(given)}: for --protocol pacgan only")
     ks = _int_list("--k", args.k or "1,5", "1,5")

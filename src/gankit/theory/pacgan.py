@@ -211,12 +211,15 @@ def _samples(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tuple[int, ...] = PACKS,
         datasets: tuple[str, ...] = DATASETS, iterations: int = ITERATIONS, jobs: int | None = None,
-        device: str = "cpu", log: TextIO | None = None, engine: str = "auto", precision: str = "fp32") -> dict:
+        device: str = "cpu", log: TextIO | None = None, engine: str = "auto", precision: str = "fp32",
+        stop_after: float | None = None) -> dict:
     """Every (dataset, pack, trial); write results.json, table.txt and collapse.png to out.
     device: auto, cpu or cuda (on a GPU, the `jobs` worker processes share it). engine: loop (one
     trial at a time per process, `trial`), batched (the trials of one pack trained together,
     gankit.theory.pacgan_batched) or auto (batched; see choose_engine). precision: fp32 (as
-    published) or tf32 (the batched engine's matrix products on CUDA in TF32)."""
+    published) or tf32 (the batched engine's matrix products on CUDA in TF32). The batched engine
+    keeps each batch's checkpoint in out/checkpoints/: stop_after (seconds) stops every batch then
+    and returns {"stopped": True, ...}; the same call again continues, and reuses finished batches."""
     if precision not in ("fp32", "tf32"):
         raise ConfigError(f"--precision must be fp32 or tf32 for --protocol pacgan; got {precision!r}")
     bad = [d for d in datasets if d not in DATASETS]
@@ -233,12 +236,22 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     engine = choose_engine(engine, dev)
     if precision == "tf32" and (engine == "loop" or dev != "cuda"):
         raise ConfigError("--precision tf32: for the batched engine on CUDA only (--engine batched --device cuda)")
+    if stop_after is not None and (engine == "loop" or stop_after <= 0):
+        raise ConfigError(f"--stop-after must be a positive number of seconds, with the batched engine; "
+                          f"got {stop_after} with the {engine} engine")
     say(log, f"gankit bench modes --protocol pacgan: {len(datasets) * len(packs) * trials} trials "
              f"({', '.join(datasets)}; packs {list(packs)}; {trials} trials each; {iterations:,} updates "
              f"each, published {ITERATIONS:,}) on {jobs} processes, {dev}, {engine} engine")
     started = time.perf_counter()
-    train_all = _train_loop if engine == "loop" else _train_batched
-    results = train_all(datasets, packs, trials, seed, iterations, jobs, dev, precision)
+    if engine == "loop":
+        results = _train_loop(datasets, packs, trials, seed, iterations, jobs, dev)
+    else:
+        deadline = None if stop_after is None else time.time() + stop_after
+        results = _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision, out, deadline)
+    if results is None:
+        say(log, f"stopped after {time.perf_counter() - started:.0f} s (--stop-after {stop_after:g}); where each batch "
+                 f"is: {out / 'checkpoints'}. The same command continues from there.")
+        return {"stopped": True, "checkpoints": str(out / "checkpoints")}
     rows = []
     for data, m in itertools.product(datasets, packs):
         runs = [r for r in results if (r["data"], r["pack"]) == (data, m)]
@@ -284,7 +297,7 @@ def choose_engine(engine: str, device: str) -> str:
     return "batched" if engine == "auto" else engine
 
 
-def _train_loop(datasets, packs, trials, seed, iterations, jobs, dev, precision="fp32") -> list[dict]:
+def _train_loop(datasets, packs, trials, seed, iterations, jobs, dev) -> list[dict]:
     """One `trial` per (dataset, pack, trial), in `jobs` processes of one thread each."""
     threads = None if jobs == 1 else 1  # the pool runs one process per core
     tasks = [(data, m, seed + t, iterations, t == 0, threads, dev)
@@ -295,10 +308,12 @@ def _train_loop(datasets, packs, trials, seed, iterations, jobs, dev, precision=
         return list(pool.map(trial, *zip(*tasks, strict=True)))
 
 
-def _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision="fp32") -> list[dict]:
+def _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision, out: Path,
+                   deadline: float | None) -> list[dict] | None:
     """One `run_batch` per pack M (both datasets together; D's input width depends on M); on a
-    CPU each pack's trials are split into `jobs` batches, one process of one thread each. The
-    results come back in the loop engine's order."""
+    CPU each pack's trials are split into `jobs` batches, one process of one thread each. Each
+    batch checkpoints to out/checkpoints/pack{M}-{part}.pt. The results come back in the loop
+    engine's order; None if any batch stopped at the deadline."""
     from gankit.theory.pacgan_batched import run_batch
 
     threads = None if jobs == 1 else 1
@@ -308,12 +323,16 @@ def _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precisi
         parts = 1 if dev == "cuda" else min(jobs, len(items))
         for k in range(parts):
             part = items[k * len(items) // parts:(k + 1) * len(items) // parts]
-            batches.append(([d for d, _ in part], m, [s for _, s in part], iterations, dev, True, threads, precision))
+            batches.append(([d for d, _ in part], m, [s for _, s in part], iterations, dev, True, threads, precision,
+                            str(out / "checkpoints" / f"pack{m}-{k}.pt"), deadline))
     if jobs == 1:
-        results = [r for b in batches for r in run_batch(*b)]
+        done = [run_batch(*b) for b in batches]
     else:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            results = [r for rs in pool.map(run_batch, *zip(*batches, strict=True)) for r in rs]
+            done = list(pool.map(run_batch, *zip(*batches, strict=True)))
+    if any(rs is None for rs in done):
+        return None
+    results = [r for rs in done for r in rs]
     order = {key: i for i, key in enumerate(itertools.product(datasets, packs, range(seed, seed + trials)))}
     return sorted(results, key=lambda r: order[(r["data"], r["pack"], r["seed"])])
 

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ from torch import nn
 
 from gankit.metrics.toy import mode_metrics
 from gankit.models.pack import Packed
+from gankit.theory import pacgan_checkpoint as ckpt
 from gankit.theory.pacgan import PACGAN_TOYS, SETUP, SNAPSHOTS, build_players
 
 # --- the stacked players -------------------------------------------------------------------------
@@ -299,37 +301,67 @@ def minibatch(points: torch.Tensor, packed: torch.Tensor, rows: torch.Tensor) ->
 
 # --- a batch of trials ---------------------------------------------------------------------------
 
+@dataclass
+class Progress:
+    """Where a batch's training is: the next update `it`, the epoch's shuffle order (T, N), the
+    samples kept so far [(update, (T, 2500, 2))], the last update's (D, G) losses (T,) each, and
+    the seconds spent training in earlier processes (a run stopped and continued)."""
+
+    it: int = 0
+    order: torch.Tensor | None = None
+    kept: list = field(default_factory=list)
+    result: tuple | None = None
+    seconds: float = 0.0
+
+
 def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generator: torch.Generator,
-          iterations: int, keep: set[int], eval_z: torch.Tensor, update: Update | None = None) -> tuple[tuple, list]:
-    """`iterations` updates of every trial, a new shuffle per trial each epoch (ShuffledScheme);
-    G's samples (T, 2500, 2) at the updates in `keep`. Returns ((loss_d, loss_g), [(update, samples)]).
-    update: how an update runs (default: eager)."""
+          iterations: int, keep: set[int], eval_z: torch.Tensor, update: Update | None = None,
+          progress: Progress | None = None, stop=None) -> Progress:
+    """Updates progress.it .. iterations - 1 of every trial, a new shuffle per trial each epoch
+    (ShuffledScheme); G's samples at the updates in `keep`. update: how an update runs (default:
+    eager). stop(it) -> True: stop before update `it` (then progress.it < iterations)."""
     T, N, M = packed.shape
     P = SETUP["batch_packs"]
     per_epoch = N // P
     update = update or Update(players)
+    progress = progress or Progress()
     device = points.device
-    kept, order, result = [], None, None
-    for it in range(iterations):
+    for it in range(progress.it, iterations):
+        if stop is not None and stop(it):
+            break
         if it % per_epoch == 0:
-            order = torch.rand(T, N, generator=generator, device=device).argsort(1)  # (T, N): T permutations
+            progress.order = torch.rand(T, N, generator=generator, device=device).argsort(1)  # (T, N): T permutations
         j = it % per_epoch
-        real = minibatch(points, packed, order[:, j * P:(j + 1) * P])
+        real = minibatch(points, packed, progress.order[:, j * P:(j + 1) * P])
         zs = torch.randn(T, M, P, SETUP["latent_dim"], generator=generator, device=device)
-        result = update(real, zs)
+        progress.result = update(real, zs)
+        progress.it = it + 1
         if it + 1 in keep:
-            kept.append((it + 1, sample(players, eval_z)))
-    return result, kept
+            progress.kept.append((it + 1, sample(players, eval_z)))
+    return progress
 
 
 def run_batch(datas: list[str], pack: int, seeds: list[int], iterations: int, device: str = "cpu",
-              snapshots: bool = False, threads: int | None = None, precision: str = "fp32") -> list[dict]:
+              snapshots: bool = False, threads: int | None = None, precision: str = "fp32",
+              checkpoint: str | None = None, deadline: float | None = None) -> list[dict] | None:
     """Train trials (datas[t], pack, seeds[t]) together and score each as `trial` does; one dict per
-    trial with trial()'s keys. `seconds` is the batch's wall time (the trials finish together).
+    trial with trial()'s keys. `seconds` is the batch's training time (the trials finish together).
     snapshots: keep every trial's samples at pacgan.SNAPSHOTS of training. On CUDA the update is a
-    CUDA graph, and precision tf32 lets its matrix products use TF32 (fp32: as published)."""
+    CUDA graph, and precision tf32 lets its matrix products use TF32 (fp32: as published).
+    checkpoint: a file (pacgan_checkpoint) that a finished batch's results are read from and
+    written to, and a stopped batch continues from; deadline (time.time()): stop there, write the
+    checkpoint and return None."""
     if len(datas) != len(seeds) or not seeds:
         raise ValueError(f"run_batch needs one dataset per seed, got {len(datas)} and {len(seeds)}")
+    if deadline is not None and checkpoint is None:
+        raise ValueError("run_batch: a deadline needs a checkpoint to stop to")
+    key = {"datas": list(datas), "pack": pack, "seeds": list(seeds), "iterations": iterations,
+           "device": torch.device(device).type, "precision": precision, "snapshots": snapshots}
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and (done := ckpt.load_results(path, key)) is not None:
+        return done
+    if deadline is not None and time.time() >= deadline:  # out of time before it began: nothing to keep
+        return None
     if threads is not None:
         torch.set_num_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"  # this process's own (a worker's)
@@ -341,16 +373,39 @@ def run_batch(datas: list[str], pack: int, seeds: list[int], iterations: int, de
                                       generator=torch.Generator().manual_seed(10_000 + s)) for s in seeds]).to(device)
     keep = {max(1, round(f * iterations)) for f in SNAPSHOTS} if snapshots else set()
     update = Update(players, graph=torch.device(device).type == "cuda")
-    (loss_d, loss_g), kept = train(players, points, packed, generator, iterations, keep, eval_z, update)
+    progress = _resumed(path, key, players, update.adam, generator, device)
+    stop = (lambda it: time.time() >= deadline) if deadline is not None else None
+    progress = train(players, points, packed, generator, iterations, keep, eval_z, update, progress, stop)
+    progress.seconds += time.perf_counter() - started
+    if progress.it < iterations:
+        ckpt.save_progress(path, key, players, update.adam, generator, progress)
+        return None
+    results = _scored(datas, seeds, pack, players, eval_z, progress, update, device, precision, iterations)
+    if path is not None:
+        ckpt.save_results(path, key, results)
+    return results
+
+
+def _resumed(path: Path | None, key: dict, players: Players, adam, generator, device) -> Progress:
+    """A stopped batch's progress (players, Adam and generator restored), or a fresh start."""
+    saved = ckpt.load_progress(path, key, players, adam, generator) if path is not None else None
+    if saved is None:
+        return Progress()
+    it, order, kept, result, seconds = saved
+    return Progress(it, None if order is None else order.to(device), list(kept), result, seconds)
+
+
+def _scored(datas, seeds, pack, players, eval_z, progress, update, device, precision, iterations) -> list[dict]:
+    """One dict per trial with trial()'s keys: G's final samples and those kept, scored."""
     samples = sample(players, eval_z)  # (T, 2500, 2)
-    seconds = round(time.perf_counter() - started, 2)
+    loss_d, loss_g = progress.result
     results = []
     for t, (data, seed) in enumerate(zip(datas, seeds, strict=True)):
         toy = PACGAN_TOYS[data]
-        shots = [{"iteration": it, "samples": x[t].numpy(), **mode_metrics(x[t], toy)} for it, x in kept]
+        shots = [{"iteration": it, "samples": x[t].numpy(), **mode_metrics(x[t], toy)} for it, x in progress.kept]
         results.append({"data": data, "pack": pack, "seed": seed, "iterations": iterations,
                         "loss_d": loss_d[t].item(), "loss_g": loss_g[t].item(), "device": str(device),
                         "cuda_graph": update.replay is not None, "precision": precision,
-                        **mode_metrics(samples[t], toy), "seconds": seconds,
+                        **mode_metrics(samples[t], toy), "seconds": round(progress.seconds, 2),
                         "_samples": samples[t].numpy(), "_snapshots": shots})
     return results
