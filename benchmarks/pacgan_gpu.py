@@ -1,14 +1,18 @@
-"""PacGAN's Table 1 on a GPU within a time budget (the batched engine, its update a CUDA graph).
+"""PacGAN's Table 1 on a GPU, over as many device calls as it takes (the batched engine, its
+update one CUDA graph, checkpoints between calls).
 
-    python benchmarks/pacgan_gpu.py --budget 380 --out $OUT/pacgan
+    python benchmarks/pacgan_gpu.py --budget 540 --out build/pacgan-gpu             # first call
+    python benchmarks/pacgan_gpu.py --budget 540 --out build/pacgan-gpu --run-only  # each next one
 
-1. graph check: 20 updates of 4 trials (pack 2), eager and as a CUDA graph on the same inputs;
-   prints the largest parameter difference (the graph replays the eager kernels: ~0);
-2. timing: ms per update of the 20 trials of each pack (2 datasets x 10 trials), fp32 and tf32,
-   from two lengths (the difference leaves set-up and scoring out);
-3. the run: `gankit bench modes --protocol pacgan` for --packs with as many updates as fit in
-   what is left of the budget (at most the published 400,000), in the faster precision; its
-   table.txt, results.json and collapse.png in --out.
+1. graph check: 20 updates of 4 trials of mixed packs, eager and as a CUDA graph on the same
+   inputs; prints the largest parameter difference (the graph replays the eager kernels: 0);
+2. timing: ms per update of a batch per pack (10 ring8 and 10 grid25 trials each) and of one
+   batch of every pack's trials (packs mixed, pacgan_batched.stack_players), from the difference
+   of a 200- and a 600-update run (set-up and scoring left out);
+3. the run: `gankit bench modes --protocol pacgan` (all rows, 10 trials, 400,000 updates) in the
+   faster layout, stopped with every batch checkpointed when the budget ends (exit status 3); the
+   next call with --run-only continues from --out, which stays on a device machine held between
+   calls (build/ is not sent again). table.txt, results.json and collapse.png in --out at the end.
 """
 
 from __future__ import annotations
@@ -26,14 +30,15 @@ from gankit.theory import pacgan_batched as pb
 
 
 def graph_check(device: str) -> float:
-    """Largest |eager - graph| over every parameter after 20 updates on the same inputs."""
-    seeds, pack = [0, 1, 2, 3], 2
+    """Largest |eager - graph| over every parameter after 20 updates of 4 trials of mixed packs
+    (1, 2, 1, 2) on the same inputs."""
+    seeds, packs = [0, 1, 2, 3], [1, 2, 1, 2]
     g = torch.Generator(device=device).manual_seed(0)
-    inputs = [(torch.randn(4, 100 * pack, 2, generator=g, device=device),
-               torch.randn(4, pack, 100, 2, generator=g, device=device)) for _ in range(20)]
+    inputs = [(torch.randn(4, 200, 2, generator=g, device=device),
+               torch.randn(4, 2, 100, 2, generator=g, device=device)) for _ in range(20)]
     ends = []
     for graph in (False, True):
-        players = pb.initial_players(pack, seeds, device)
+        players = pb.initial_players(packs, seeds, device)
         update = pb.Update(players, graph=graph)
         for real, zs in inputs:
             update(real, zs)
@@ -42,55 +47,65 @@ def graph_check(device: str) -> float:
     return max((a - b).abs().max().item() for a, b in zip(*ends, strict=True))
 
 
-def ms_per_update(pack: int, precision: str, device: str, short: int = 200, long: int = 600) -> float:
-    """ms per update of 20 trials (ring8 and grid25, 10 each) of one pack."""
-    datas = ["ring8"] * 10 + ["grid25"] * 10
-    seeds = list(range(20))
+def ms_per_update(packs: list[int], precision: str, device: str, short: int, long: int) -> float:
+    """ms per update of one batch: 10 ring8 and 10 grid25 trials of each pack in `packs`."""
+    trials = [(m, d, t) for m in packs for d in ("ring8", "grid25") for t in range(10)]
+    datas, ms, seeds = [d for _, d, _ in trials], [m for m, _, _ in trials], [t for _, _, t in trials]
     seconds = []
     for n in (short, long):
         if device == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        pb.run_batch(datas, pack, seeds, n, device, precision=precision)
+        pb.run_batch(datas, ms, seeds, n, device, precision=precision)
         seconds.append(time.perf_counter() - started)
     return 1000 * (seconds[1] - seconds[0]) / (long - short)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=380, help="seconds for all three parts")
-    parser.add_argument("--packs", default="1,2", help="the run's packs (default: 1,2, the goals' rows)")
-    parser.add_argument("--out", default="build/pacgan-gpu")
-    parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script (no graph check, tiny timings)")
-    args = parser.parse_args(argv)
-    deadline = time.perf_counter() + args.budget
-    device = args.device
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def checks(packs: list[int], precision: str, device: str) -> dict:
+    """The graph check and the two layouts' times: a batch per pack, and one batch of all."""
     gpu = device == "cuda"
     report: dict = {"device": torch.cuda.get_device_name() if gpu else "cpu", "torch": torch.__version__}
     report["graph_check_max_abs_diff"] = graph_check(device) if gpu else float("nan")
-    print(f"graph check: largest |eager - graph| after 20 updates: {report['graph_check_max_abs_diff']:.3g}", flush=True)
-    packs = [int(m) for m in args.packs.split(",")]
+    print(f"graph check (mixed packs): largest |eager - graph| after 20 updates: {report['graph_check_max_abs_diff']:.3g}",
+          flush=True)
     lengths = (200, 600) if gpu else (4, 8)
-    timing = {p: {m: ms_per_update(m, p, device, *lengths) for m in (1, 2, 3, 4)} for p in ("fp32", "tf32")}
-    report["ms_per_update_of_20_trials"] = timing
-    for p, row in timing.items():
-        print(f"{p}: ms per update of 20 trials, packs 1-4: " + ", ".join(f"{v:.3f}" for v in row.values()), flush=True)
-    precision = min(timing, key=lambda p: sum(timing[p][m] for m in packs))
-    per_update = sum(timing[precision][m] for m in packs) / 1000
-    left = deadline - time.perf_counter() - 25 - 6 * len(packs)  # scoring, the figure, set-up per pack
-    step = 1000 if gpu else 1
-    iterations = int(min(pacgan.ITERATIONS, left / per_update) // step * step)
-    report.update(run_precision=precision, run_iterations=iterations, run_packs=packs)
-    (out / "timing.json").write_text(json.dumps(report, indent=1))
-    print(f"the run: packs {packs}, {iterations:,} updates, {precision} ({per_update * 1000:.3f} ms per update of all)", flush=True)
-    if iterations < step:
-        print("no time left for the run", flush=True)
-        return 1
-    pacgan.run(out, 0, 10, tuple(packs), pacgan.DATASETS, iterations, 1, device, log=sys.stdout,
-               engine="batched", precision=precision if gpu else "fp32")
-    return 0
+    per_pack = {m: ms_per_update([m], precision, device, *lengths) for m in packs}
+    one = ms_per_update(packs, precision, device, *lengths)
+    report.update(precision=precision, ms_per_update_per_pack=per_pack, ms_per_update_per_pack_sum=sum(per_pack.values()),
+                  ms_per_update_one_batch=one, one_batch=one < sum(per_pack.values()))
+    print(f"{precision}: ms per update, a batch per pack {', '.join(f'M={m} {v:.3f}' for m, v in per_pack.items())} "
+          f"(sum {sum(per_pack.values()):.3f}); one batch of all {one:.3f}", flush=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=540, help="seconds for this call, checks and run together")
+    parser.add_argument("--packs", default="1,2,3,4", help="the run's packs (default: all four rows)")
+    parser.add_argument("--iterations", type=int, default=pacgan.ITERATIONS, help="updates (default: as published)")
+    parser.add_argument("--precision", default="tf32", choices=("fp32", "tf32"))
+    parser.add_argument("--out", default="build/pacgan-gpu")
+    parser.add_argument("--run-only", action="store_true", help="no checks: continue the run in --out")
+    parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script (no graph check, tiny sizes)")
+    args = parser.parse_args(argv)
+    deadline = time.time() + args.budget
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    packs = [int(m) for m in args.packs.split(",")]
+    one_batch = None
+    if not args.run_only:
+        report = checks(packs, args.precision, args.device)
+        (out / "timing.json").write_text(json.dumps(report, indent=1))
+        one_batch = report["one_batch"]
+    elif (out / "timing.json").is_file():
+        one_batch = json.loads((out / "timing.json").read_text())["one_batch"]
+    left = deadline - time.time() - 20  # the scoring, the figure, the table
+    print(f"the run: packs {packs}, {args.iterations:,} updates, {args.precision}, "
+          f"{'one batch' if one_batch else 'a batch per pack'}, stopping after {left:.0f} s", flush=True)
+    record = pacgan.run(out, 0, 10, tuple(packs), pacgan.DATASETS, args.iterations, 1, args.device, log=sys.stdout,
+                        engine="batched", precision=args.precision if args.device == "cuda" else "fp32",
+                        stop_after=max(left, 1.0), one_batch=one_batch)
+    return 3 if record.get("stopped") else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 tensors train exactly as T runs of pacgan.simultaneous_step on the unbatched modules would."""
 
 import itertools
+import math
 import json
 
 import pytest
@@ -70,7 +71,8 @@ def test_losses_and_gradients_are_each_trials_own():
     loss_d, loss_g, grads_d, grads_g = pb.gradients(players, real, zs)
     stacked = pb.Players(g_weights=list(grads_g[:5]), g_bias=grads_g[5], bn_scale=list(grads_g[6:10]),
                          bn_shift=list(grads_g[10:14]), bn_mean=players.bn_mean, bn_var=players.bn_var,
-                         d_weights=list(grads_d[:4]), d_biases=list(grads_d[4:]), pack=PACK)  # the gradients
+                         d_weights=list(grads_d[:4]), d_biases=list(grads_d[4:]), pack=PACK,
+                         packs=players.packs)  # the gradients
     for t, (G, D) in enumerate(_unbatched(PACK, SEEDS)):
         ld, lg = pacgan.simultaneous_step(G, D, NoStep(), NoStep(), real[t], list(zs[t]))
         torch.testing.assert_close(loss_d[t], ld, rtol=1e-5, atol=1e-6)
@@ -282,3 +284,59 @@ def test_bench_modes_stop_after_exits_3_and_the_same_command_finishes(tmp_path, 
     with pytest.raises(ConfigError, match="--stop-after must be a positive number of seconds, with the batched"):
         pacgan.run(tmp_path, trials=1, packs=(1,), datasets=("ring8",), iterations=1, jobs=1, engine="loop",
                    stop_after=5)
+
+
+# --- trials of different packs in one batch --------------------------------------------------------
+
+def test_trials_of_mixed_packs_train_as_in_batches_of_their_own_m():
+    """Trials of M = 1, 3 and 2 in one batch (D padded to 6 inputs, G making 3 passes each), with
+    junk in the columns and passes beyond a trial's own M: after three updates every trial equals
+    three simultaneous_steps of its own modules on its own inputs, padding rows still zero."""
+    packs, seeds, datas = [1, 3, 2], [3, 4, 5], ["ring8", "grid25", "ring8"]
+    players = pb.initial_players(packs, seeds)
+    assert players.pack == 3 and players.packs == packs
+    adam = pb.make_adam(players)
+    g = torch.Generator().manual_seed(0)
+    points, packed = pb.training_sets(datas, packs, seeds, "cpu")
+    own, mixed = [], []
+    for _ in range(3):
+        rows = torch.randint(pacgan.SETUP["dataset_size"], (3, 100), generator=g)
+        real = pb.minibatch(points, packed, rows).view(3, 100, 3, 2)  # (T, P, M, 2); beyond M_t: point 0
+        real = torch.where(torch.arange(3)[None, None, :, None] < torch.tensor(packs)[:, None, None, None],
+                           real, torch.randn(real.shape, generator=g) * 7)  # junk where a trial has no point
+        zs = torch.randn(3, 3, 100, 2, generator=g)
+        mixed.append((real.reshape(3, 300, 2), zs))
+        own.append([(real[t, :, :m].reshape(100 * m, 2), list(zs[t, :m])) for t, m in enumerate(packs)])
+    for real, zs in mixed:
+        pb.step(players, adam, real, zs)
+    assert torch.equal(players.d_weights[0][0, 2:], torch.zeros(4, 1000))  # M = 1: rows 2-5 never moved
+    assert torch.equal(players.d_weights[0][2, 4:], torch.zeros(2, 1000))
+    s = pacgan.SETUP
+    for t, (G, D) in enumerate(pair for m, seed in zip(packs, seeds) for pair in _unbatched(m, [seed])):
+        opt_G = torch.optim.Adam(G.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+        opt_D = torch.optim.Adam(D.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+        for step_inputs in own:
+            pacgan.simultaneous_step(G, D, opt_G, opt_D, *step_inputs[t])
+        ours, theirs = _state(*pb.unstack(players, t)), _state(G, D)
+        for k in theirs:
+            torch.testing.assert_close(ours[k], theirs[k], rtol=1e-4, atol=1e-6, msg=f"trial {t}: {k}")
+
+
+def test_run_batch_with_mixed_packs_scores_each_trial_with_its_own_m():
+    results = pb.run_batch(["ring8", "grid25", "ring8"], [1, 2, 4], [0, 1, 2], 20, "cpu", snapshots=True)
+    assert [r["pack"] for r in results] == [1, 2, 4]
+    assert all(r["_samples"].shape == (2500, 2) and math.isfinite(r["loss_d"]) for r in results)
+    with pytest.raises(ValueError, match="one positive pack per trial"):
+        pb.run_batch(["ring8", "grid25"], [1], [0, 1], 20, "cpu")
+
+
+def test_the_benchmark_in_one_batch_of_mixed_packs(tmp_path):
+    """run(one_batch=True), the CUDA layout, on the CPU: one batch of every trial, one checkpoint,
+    each row its own pack's trials."""
+    record = pacgan.run(tmp_path, trials=2, packs=(1, 2), datasets=("ring8", "grid25"), iterations=10, jobs=1,
+                        engine="batched", one_batch=True)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["all-0.pt"]
+    assert [(r["data"], r["pack"], r["seed"]) for r in record["trial_results"]] == \
+        [(d, m, s) for d in ("ring8", "grid25") for m in (1, 2) for s in (0, 1)]
+    assert [(r["data"], r["pack"], r["seeds"]) for r in record["rows"]] == \
+        [(d, m, [0, 1]) for d in ("ring8", "grid25") for m in (1, 2)]

@@ -212,14 +212,16 @@ def _samples(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
 def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tuple[int, ...] = PACKS,
         datasets: tuple[str, ...] = DATASETS, iterations: int = ITERATIONS, jobs: int | None = None,
         device: str = "cpu", log: TextIO | None = None, engine: str = "auto", precision: str = "fp32",
-        stop_after: float | None = None) -> dict:
+        stop_after: float | None = None, one_batch: bool | None = None) -> dict:
     """Every (dataset, pack, trial); write results.json, table.txt and collapse.png to out.
     device: auto, cpu or cuda (on a GPU, the `jobs` worker processes share it). engine: loop (one
     trial at a time per process, `trial`), batched (the trials of one pack trained together,
     gankit.theory.pacgan_batched) or auto (batched; see choose_engine). precision: fp32 (as
     published) or tf32 (the batched engine's matrix products on CUDA in TF32). The batched engine
     keeps each batch's checkpoint in out/checkpoints/: stop_after (seconds) stops every batch then
-    and returns {"stopped": True, ...}; the same call again continues, and reuses finished batches."""
+    and returns {"stopped": True, ...}; the same call again continues, and reuses finished batches.
+    one_batch: every trial in one batch of mixed packs (default: on CUDA, where an update of a
+    pack's 20 trials is launch-bound; on a CPU, compute-bound, a batch per pack wastes nothing)."""
     if precision not in ("fp32", "tf32"):
         raise ConfigError(f"--precision must be fp32 or tf32 for --protocol pacgan; got {precision!r}")
     bad = [d for d in datasets if d not in DATASETS]
@@ -247,7 +249,8 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         results = _train_loop(datasets, packs, trials, seed, iterations, jobs, dev)
     else:
         deadline = None if stop_after is None else time.time() + stop_after
-        results = _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision, out, deadline)
+        one = dev == "cuda" if one_batch is None else one_batch
+        results = _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision, out, deadline, one)
     if results is None:
         say(log, f"stopped after {time.perf_counter() - started:.0f} s (--stop-after {stop_after:g}); where each batch "
                  f"is: {out / 'checkpoints'}. The same command continues from there.")
@@ -309,32 +312,33 @@ def _train_loop(datasets, packs, trials, seed, iterations, jobs, dev) -> list[di
 
 
 def _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision, out: Path,
-                   deadline: float | None) -> list[dict] | None:
-    """One `run_batch` per pack M (both datasets together; D's input width depends on M); on a
-    CPU each pack's trials are split into `jobs` batches, one process of one thread each. Each
-    batch checkpoints to out/checkpoints/pack{M}-{part}.pt. The results come back in the loop
+                   deadline: float | None, one_batch: bool) -> list[dict] | None:
+    """`run_batch` on every trial at once (one_batch: packs mixed, see pacgan_batched.stack_players)
+    or once per pack M, and on a CPU each pack's trials split into `jobs` batches, one process of
+    one thread each. Each batch checkpoints to out/checkpoints/. The results come back in the loop
     engine's order; None if any batch stopped at the deadline."""
     from gankit.theory.pacgan_batched import run_batch
 
-    threads = None if jobs == 1 else 1
+    trials_of = [(m, data, seed + t) for m, data, t in itertools.product(packs, datasets, range(trials))]
+    groups = {"all": trials_of} if one_batch else {f"pack{m}": [x for x in trials_of if x[0] == m] for m in packs}
     batches = []
-    for m in packs:
-        items = [(data, seed + t) for data, t in itertools.product(datasets, range(trials))]
-        parts = 1 if dev == "cuda" else min(jobs, len(items))
+    for name, items in groups.items():
+        parts = 1 if one_batch or dev == "cuda" else min(jobs, len(items))
         for k in range(parts):
             part = items[k * len(items) // parts:(k + 1) * len(items) // parts]
-            batches.append(([d for d, _ in part], m, [s for _, s in part], iterations, dev, True, threads, precision,
-                            str(out / "checkpoints" / f"pack{m}-{k}.pt"), deadline))
+            batches.append(([d for _, d, _ in part], [m for m, _, _ in part], [s for _, _, s in part], iterations, dev,
+                            True, None, precision, str(out / "checkpoints" / f"{name}-{k}.pt"), deadline))
+    jobs = min(jobs, len(batches))
     if jobs == 1:
         done = [run_batch(*b) for b in batches]
     else:
+        batches = [(*b[:6], 1, *b[7:]) for b in batches]  # one thread per worker process: one per core
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             done = list(pool.map(run_batch, *zip(*batches, strict=True)))
     if any(rs is None for rs in done):
         return None
-    results = [r for rs in done for r in rs]
     order = {key: i for i, key in enumerate(itertools.product(datasets, packs, range(seed, seed + trials)))}
-    return sorted(results, key=lambda r: order[(r["data"], r["pack"], r["seed"])])
+    return sorted((r for rs in done for r in rs), key=lambda r: order[(r["data"], r["pack"], r["seed"])])
 
 
 def summary(values: list[float]) -> dict:

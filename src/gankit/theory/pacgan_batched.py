@@ -55,7 +55,10 @@ class Players:
     bn_var: list[torch.Tensor]  # 4 x (T, 400)
     d_weights: list[torch.Tensor]  # 3 maxout layers (T, in, 1000), then (T, 200, 1)
     d_biases: list[torch.Tensor]  # (T, 1, 1000) x 3, then (T, 1, 1)
-    pack: int
+    pack: int  # M, the largest of the trials' packs
+    packs: list[int] = field(default_factory=list)  # each trial's own M (mixed packs, see stack_players)
+    column_mask: torch.Tensor | None = None  # (T, 1, 2M): 1 on the columns of a trial's own M points
+    bn_weight: torch.Tensor | None = None  # (T, M): batch norm's momentum on a trial's own passes, else 0
     training: bool = True  # eval mode (sample): batch norm on the running statistics
 
     def g_params(self) -> list[torch.Tensor]:
@@ -70,7 +73,13 @@ def _linears(module: nn.Module) -> list[nn.Linear]:
 
 
 def stack_players(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.device = "cpu") -> Players:
-    """The (G, D) of `build_players`, one pair per trial, as one Players on `device`."""
+    """The (G, D) of `build_players`, one pair per trial, as one Players on `device`.
+
+    Trials may pack differently (M_t): then D's first layer takes the largest M's 2M inputs, a
+    trial's rows beyond its own 2 M_t are zero, and its packs are masked to its own points, so
+    those rows get a zero gradient and Adam leaves them at zero; G makes M passes for every trial,
+    and a pass beyond M_t is masked out of D's input and out of the running statistics. Each
+    trial then trains exactly as in a batch of its own M (tests/test_pacgan_batched.py)."""
     def leaf(tensors):  # a list of per-trial tensors -> one (T, ...) leaf tensor with a gradient
         return torch.stack([t.detach() for t in tensors]).to(device).requires_grad_()
 
@@ -82,6 +91,13 @@ def stack_players(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.
     g_lin = list(zip(*(_linears(g) for g in Gs), strict=True))  # per layer: the T trials' nn.Linear
     d_lin = list(zip(*(_linears(d) for d in Ds), strict=True))
     bns = list(zip(*([m for m in g.modules() if isinstance(m, nn.BatchNorm1d)] for g in Gs), strict=True))
+    packs = [m.in_features // 2 for m in d_lin[0]]
+    pack = max(packs)
+
+    def padded(w):  # (2 M_t, out) -> (2M, out), zero rows for the inputs a trial does not have
+        return F.pad(w, (0, 0, 0, 2 * pack - w.shape[0]))
+
+    masks = _pack_masks(packs, device) if len(set(packs)) > 1 else (None, None)
     return Players(
         g_weights=[leaf([m.weight.t() for m in layer]) for layer in g_lin],
         g_bias=leaf([m.bias[None] for m in g_lin[-1]]),
@@ -89,24 +105,32 @@ def stack_players(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.
         bn_shift=[leaf([m.bias for m in layer]) for layer in bns],
         bn_mean=[buffer([m.running_mean for m in layer]) for layer in bns],
         bn_var=[buffer([m.running_var for m in layer]) for layer in bns],
-        d_weights=[leaf([m.weight.t() for m in layer]) for layer in d_lin],
+        d_weights=[leaf([padded(m.weight.t()) if i == 0 else m.weight.t() for m in layer])
+                   for i, layer in enumerate(d_lin)],
         d_biases=[leaf([m.bias[None] for m in layer]) for layer in d_lin],
-        pack=d_lin[0][0].in_features // 2)
+        pack=pack, packs=packs, column_mask=masks[0], bn_weight=masks[1])
 
 
-def initial_players(pack: int, seeds: list[int], device: str | torch.device = "cpu") -> Players:
-    """Trial t's initial weights are those of build_players(pack) after torch.manual_seed(seeds[t]),
-    as `trial` builds them."""
+def _pack_masks(packs: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, 1, 2M) column mask of each trial's own points, (T, M) batch-norm momentum per pass."""
+    pack = max(packs)
+    own = torch.tensor([[float(k < m) for k in range(pack)] for m in packs])  # (T, M): 1 for a trial's passes
+    return own.repeat_interleave(2, 1)[:, None, :].to(device), (own * SETUP["bn_momentum"]).to(device)
+
+
+def initial_players(pack: int | list[int], seeds: list[int], device: str | torch.device = "cpu") -> Players:
+    """Trial t's initial weights are those of build_players(M_t) after torch.manual_seed(seeds[t]),
+    as `trial` builds them. pack: one M for all, or each trial's."""
     pairs = []
-    for seed in seeds:
+    for seed, m in zip(seeds, _packs(pack, seeds), strict=True):
         torch.manual_seed(seed)
-        pairs.append(build_players(pack))
+        pairs.append(build_players(m))
     return stack_players(pairs, device)
 
 
 def unstack(players: Players, t: int) -> tuple[nn.Module, nn.Module]:
     """Trial t's players as the unbatched modules (CPU), e.g. to compare or to keep."""
-    G, D = build_players(players.pack)
+    G, D = build_players(players.packs[t])
     inner = D.inner if isinstance(D, Packed) else D
     with torch.no_grad():
         for m, w in zip(_linears(G), players.g_weights, strict=True):
@@ -119,7 +143,7 @@ def unstack(players: Players, t: int) -> tuple[nn.Module, nn.Module]:
             m.running_mean.copy_(players.bn_mean[i][t])
             m.running_var.copy_(players.bn_var[i][t])
         for m, w, b in zip(_linears(inner), players.d_weights, players.d_biases, strict=True):
-            m.weight.copy_(w[t].t())
+            m.weight.copy_(w[t, :m.in_features].t())  # the first layer's own rows
             m.bias.copy_(b[t, 0])
     return G, D
 
@@ -151,8 +175,9 @@ def batch_norm(players: Players, i: int, x: torch.Tensor) -> torch.Tensor:
         y = F.batch_norm(rows, mean.view(-1), var.view(-1), scale, shift, True, 1.0, SETUP["bn_eps"])
         with torch.no_grad():
             for k in range(M):  # running = (1 - momentum) running + momentum batch, pass after pass
-                players.bn_mean[i].lerp_(mean[:, k], SETUP["bn_momentum"])
-                players.bn_var[i].lerp_(var[:, k], SETUP["bn_momentum"])
+                w = SETUP["bn_momentum"] if players.bn_weight is None else players.bn_weight[:, k, None]  # (T, 1)
+                players.bn_mean[i].lerp_(mean[:, k], w)
+                players.bn_var[i].lerp_(var[:, k], w)
     else:
         mean = players.bn_mean[i][:, None, :].expand(T, M, C).reshape(-1)
         var = players.bn_var[i][:, None, :].expand(T, M, C).reshape(-1)
@@ -195,7 +220,10 @@ def gradients(players: Players, real: torch.Tensor, zs: torch.Tensor) -> tuple:
     (loss_d (T,), loss_g (T,), D's gradients, G's gradients) in d_params() / g_params() order."""
     T, M, P, _ = zs.shape
     fake = generate(players, zs).transpose(1, 2).reshape(T, P, 2 * M)  # pack i = (G(z_1)[i], ..., G(z_M)[i])
-    logits = discriminate(players, torch.cat([real.reshape(T, P, 2 * M), fake], 1))  # (T, 2P): real, then fake
+    real = real.reshape(T, P, 2 * M)
+    if players.column_mask is not None:  # mixed packs: each trial's own M points of a pack
+        real, fake = real * players.column_mask, fake * players.column_mask
+    logits = discriminate(players, torch.cat([real, fake], 1))  # (T, 2P): real, then fake
     loss_d, loss_g = losses(logits[:, :P], logits[:, P:])
     # The sum over trials: the trials' parameters are disjoint, so each gets its own loss's gradient.
     grads_d = torch.autograd.grad(loss_d.sum(), players.d_params(), retain_graph=True)
@@ -278,17 +306,28 @@ def _side_stream(device: torch.device):
 
 # --- data ----------------------------------------------------------------------------------------
 
-def training_sets(datas: list[str], pack: int, seeds: list[int],
+def training_sets(datas: list[str], pack: int | list[int], seeds: list[int],
                   device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """points (T, N, 2) and packed (T, N, M) point ids: trial t's are exactly those `trial` draws
-    for (datas[t], pack, seeds[t]) (the same CPU generator, in the same order)."""
+    for (datas[t], M_t, seeds[t]) (the same CPU generator, in the same order); with mixed packs
+    the ids beyond a trial's M_t are 0 (masked out of D's input)."""
     n = SETUP["dataset_size"]
+    packs = _packs(pack, seeds)
     points, packed = [], []
-    for data, seed in zip(datas, seeds, strict=True):
+    for data, seed, m in zip(datas, seeds, packs, strict=True):
         rng = torch.Generator().manual_seed(seed)
         points.append(PACGAN_TOYS[data].sample(n, rng))  # (N, 2): the fixed training set
-        packed.append(torch.randint(n, (n, pack), generator=rng))  # (N, M): M resamplings per pack
+        ids = torch.randint(n, (n, m), generator=rng)  # (N, M_t): M_t resamplings per pack
+        packed.append(F.pad(ids, (0, max(packs) - m)))
     return torch.stack(points).to(device), torch.stack(packed).to(device)
+
+
+def _packs(pack: int | list[int], seeds: list[int]) -> list[int]:
+    """Each trial's M: one for all (int) or a list, one per seed."""
+    packs = [pack] * len(seeds) if isinstance(pack, int) else list(pack)
+    if len(packs) != len(seeds) or min(packs) < 1:
+        raise ValueError(f"one positive pack per trial, got {pack} for {len(seeds)} seeds")
+    return packs
 
 
 def minibatch(points: torch.Tensor, packed: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -341,10 +380,11 @@ def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generato
     return progress
 
 
-def run_batch(datas: list[str], pack: int, seeds: list[int], iterations: int, device: str = "cpu",
+def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterations: int, device: str = "cpu",
               snapshots: bool = False, threads: int | None = None, precision: str = "fp32",
               checkpoint: str | None = None, deadline: float | None = None) -> list[dict] | None:
-    """Train trials (datas[t], pack, seeds[t]) together and score each as `trial` does; one dict per
+    """Train trials (datas[t], M_t, seeds[t]) together and score each as `trial` does (pack: one M,
+    or each trial's M_t: see stack_players); one dict per
     trial with trial()'s keys. `seconds` is the batch's training time (the trials finish together).
     snapshots: keep every trial's samples at pacgan.SNAPSHOTS of training. On CUDA the update is a
     CUDA graph, and precision tf32 lets its matrix products use TF32 (fp32: as published).
@@ -355,7 +395,7 @@ def run_batch(datas: list[str], pack: int, seeds: list[int], iterations: int, de
         raise ValueError(f"run_batch needs one dataset per seed, got {len(datas)} and {len(seeds)}")
     if deadline is not None and checkpoint is None:
         raise ValueError("run_batch: a deadline needs a checkpoint to stop to")
-    key = {"datas": list(datas), "pack": pack, "seeds": list(seeds), "iterations": iterations,
+    key = {"datas": list(datas), "packs": _packs(pack, seeds), "seeds": list(seeds), "iterations": iterations,
            "device": torch.device(device).type, "precision": precision, "snapshots": snapshots}
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and (done := ckpt.load_results(path, key)) is not None:
@@ -380,7 +420,7 @@ def run_batch(datas: list[str], pack: int, seeds: list[int], iterations: int, de
     if progress.it < iterations:
         ckpt.save_progress(path, key, players, update.adam, generator, progress)
         return None
-    results = _scored(datas, seeds, pack, players, eval_z, progress, update, device, precision, iterations)
+    results = _scored(datas, seeds, players, eval_z, progress, update, device, precision, iterations)
     if path is not None:
         ckpt.save_results(path, key, results)
     return results
@@ -395,7 +435,7 @@ def _resumed(path: Path | None, key: dict, players: Players, adam, generator, de
     return Progress(it, None if order is None else order.to(device), list(kept), result, seconds)
 
 
-def _scored(datas, seeds, pack, players, eval_z, progress, update, device, precision, iterations) -> list[dict]:
+def _scored(datas, seeds, players, eval_z, progress, update, device, precision, iterations) -> list[dict]:
     """One dict per trial with trial()'s keys: G's final samples and those kept, scored."""
     samples = sample(players, eval_z)  # (T, 2500, 2)
     loss_d, loss_g = progress.result
@@ -403,7 +443,7 @@ def _scored(datas, seeds, pack, players, eval_z, progress, update, device, preci
     for t, (data, seed) in enumerate(zip(datas, seeds, strict=True)):
         toy = PACGAN_TOYS[data]
         shots = [{"iteration": it, "samples": x[t].numpy(), **mode_metrics(x[t], toy)} for it, x in progress.kept]
-        results.append({"data": data, "pack": pack, "seed": seed, "iterations": iterations,
+        results.append({"data": data, "pack": players.packs[t], "seed": seed, "iterations": iterations,
                         "loss_d": loss_d[t].item(), "loss_g": loss_g[t].item(), "device": str(device),
                         "cuda_graph": update.replay is not None, "precision": precision,
                         **mode_metrics(samples[t], toy), "seconds": round(progress.seconds, 2),
