@@ -13,7 +13,11 @@ of T trials gets a leading trial dimension and every kernel works on all T trial
   the mean over its own packs (as gankit.losses), D's and G's gradients by two autograd.grad
   calls, then Adam (lr 1e-4, betas (0.8, 0.999)). The trials' parameters are disjoint, so the
   gradient of the SUM of the T losses is, trial by trial, that trial's own gradient; Adam is
-  elementwise, so one Adam on the stacked tensors is T Adams.
+  elementwise, so one Adam on the stacked tensors is T Adams;
+- trials of different M in one batch: D padded to the largest M's inputs and each trial's packs
+  masked to its own points (stack_players), so that a GPU launches an update's kernels once;
+- on CUDA the update is one CUDA graph (Update); a batch can stop at a deadline and continue
+  from its checkpoint (run_batch, theory/pacgan_checkpoint.py).
 
 What is the same as the loop engine (`trial`), trial by trial: the initial weights (built by
 `build_players` after torch.manual_seed(seed), then stacked), the 100,000 training points and
