@@ -559,7 +559,8 @@ def _add_bench(commands) -> None:
     p.set_defaults(run=lambda args: p.print_help() or 2)
     sub = p.add_subparsers(title="bench commands", metavar="COMMAND")
     q = sub.add_parser("modes", help="the 2-D mode-collapse benchmark (ring of 8, grid of 25), PacGAN's table",
-                       description="--protocol quick: gankit's own trainer and MLPs, a few minutes on a CPU. "
+                       description="--protocol quick: gankit's own trainer and MLPs, a few minutes on a CPU; the "
+                       "levers packing (--packs) and an EMA generator (--g-ema) compare on the same budget. "
                        "--protocol pacgan: PacGAN's published set-up (Lin et al. 2018, Table 1) for the GAN "
                        "and PacGAN2-4, 10 trials each, with the published rows beside ours.")
     q.add_argument("--protocol", default="quick", choices=("quick", "pacgan"),
@@ -568,7 +569,12 @@ def _add_bench(commands) -> None:
     q.add_argument("--seeds", type=int, default=None, help="quick: seeds per configuration (default: 5)")
     q.add_argument("--k", default=None, help="quick: comma-separated D steps per G step (default: 1,5)")
     q.add_argument("--g-loss", default=None, help="quick: comma-separated generator losses (default: both)")
-    q.add_argument("--packs", default=None, help="pacgan: comma-separated packing degrees M, 1 = the GAN (default: 1,2,3,4)")
+    q.add_argument("--packs", default=None,
+                   help="comma-separated packing degrees M (D judges M samples at once), 1 = the GAN; quick: M "
+                   "must divide the batch of 100 (default: quick 1; pacgan 1,2,3,4)")
+    q.add_argument("--g-ema", default=None,
+                   help="quick: comma-separated half-lives in images of an EMA of G's weights, 0 = off; an EMA "
+                   "run is scored from its EMA generator (default: 0)")
     q.add_argument("--trials", type=int, default=None, help="pacgan: trials per row (default: 10, as published)")
     q.add_argument("--iterations", type=int, default=None,
                    help="updates per run (default: quick 2000; pacgan 400000 = 400 epochs of 1000, as published)")
@@ -595,7 +601,8 @@ def _cmd_bench_modes(args: argparse.Namespace) -> int:
     if args.protocol == "pacgan":
         from gankit.theory import pacgan
 
-        given = [f for f, v in (("--seeds", args.seeds), ("--k", args.k), ("--g-loss", args.g_loss)) if v is not None]
+        given = [f for f, v in (("--seeds", args.seeds), ("--k", args.k), ("--g-loss", args.g_loss),
+                                ("--g-ema", args.g_ema)) if v is not None]
         if given:
             raise GankitError(f"{', '.join(given)}: for --protocol quick only; the pacgan protocol is "
                               f"the published set-up (use --packs, --trials, --iterations)")
@@ -607,15 +614,18 @@ def _cmd_bench_modes(args: argparse.Namespace) -> int:
         return 3 if record.get("stopped") else 0
     from gankit.theory import modes
 
-    given = [f for f, v in (("--packs", args.packs), ("--trials", args.trials), ("--device", args.device),
-                            ("--engine", args.engine), ("--precision", args.precision),
-                            ("--stop-after", args.stop_after)) if v is not None]
+    given = [f for f, v in (("--trials", args.trials), ("--device", args.device), ("--engine", args.engine),
+                            ("--precision", args.precision), ("--stop-after", args.stop_after)) if v is not None]
     if given:
-        raise GankitError(f"{', '.join(given)}: for --protocol pacgan only")
+        raise GankitError(f"{', '.join(given)}: for --protocol pacgan only (the quick protocol takes "
+                          f"--seeds, --k, --g-loss, --packs, --g-ema, --iterations)")
     ks = _int_list("--k", args.k or "1,5", "1,5")
+    packs = _int_list("--packs", args.packs or "1", "1,2,4")
+    g_emas = _float_list("--g-ema", args.g_ema or "0", "0,10000")
     modes.run(args.out, args.seed, 5 if args.seeds is None else args.seeds, ks,
               tuple((args.g_loss or ",".join(G_LOSSES)).split(",")), datasets,
-              2000 if args.iterations is None else args.iterations, args.jobs, log=sys.stdout)
+              2000 if args.iterations is None else args.iterations, args.jobs, log=sys.stdout,
+              packs=packs, g_emas=g_emas)
     return 0
 
 
@@ -624,6 +634,13 @@ def _int_list(flag: str, text: str, example: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise GankitError(f"{flag} must be comma-separated integers such as {example}; got {text!r}") from None
+
+
+def _float_list(flag: str, text: str, example: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise GankitError(f"{flag} must be comma-separated numbers such as {example}; got {text!r}") from None
 
 
 def _check_seed(seed: int) -> None:
