@@ -2,8 +2,8 @@
 tensors train exactly as T runs of pacgan.simultaneous_step on the unbatched modules would."""
 
 import itertools
-import math
 import json
+import math
 
 import pytest
 import torch
@@ -312,7 +312,7 @@ def test_trials_of_mixed_packs_train_as_in_batches_of_their_own_m():
     assert torch.equal(players.d_weights[0][0, 2:], torch.zeros(4, 1000))  # M = 1: rows 2-5 never moved
     assert torch.equal(players.d_weights[0][2, 4:], torch.zeros(2, 1000))
     s = pacgan.SETUP
-    for t, (G, D) in enumerate(pair for m, seed in zip(packs, seeds) for pair in _unbatched(m, [seed])):
+    for t, (G, D) in enumerate(pair for m, seed in zip(packs, seeds, strict=True) for pair in _unbatched(m, [seed])):
         opt_G = torch.optim.Adam(G.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
         opt_D = torch.optim.Adam(D.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
         for step_inputs in own:
