@@ -219,3 +219,13 @@ def test_reports_in_a_real_browser(toy_run, image_run, oned_run, tmp_path):
         if name == "several":
             assert check["images"] == 2  # the final grids side by side
     assert (tmp_path / "image.png").stat().st_size > 10_000
+
+
+def test_the_run_table_says_when_d_judges_packs():
+    from gankit import report
+
+    config = {"k": 1, "batch_size": 100, "g_loss": "non-saturating", "optimizer": "adam", "lr_g": 2e-4,
+              "lr_d": 2e-4, "seed": 0}
+    assert "packs" not in report._algorithm_text({"config": config})  # older runs have no "pack"
+    assert "packs" not in report._algorithm_text({"config": {**config, "pack": 1}})
+    assert report._algorithm_text({"config": {**config, "pack": 2}}).endswith(", D on packs of 2 (PacGAN)")

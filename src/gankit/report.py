@@ -307,8 +307,10 @@ def _algorithm_text(c: dict) -> str:
     cfg = c["config"]
     lr_g = cfg.get("lr_g") or default_lr(cfg.get("optimizer"))
     lr_d = cfg.get("lr_d") or default_lr(cfg.get("optimizer"))
+    pack = cfg.get("pack") or 1  # absent in runs older than --pack
     return (f"k={cfg.get('k')}, batch {cfg.get('batch_size')}, {cfg.get('g_loss')} G loss, "
-            f"{cfg.get('optimizer')} lr G {lr_g:g} / D {lr_d:g}, seed {cfg.get('seed')}")
+            f"{cfg.get('optimizer')} lr G {lr_g:g} / D {lr_d:g}, seed {cfg.get('seed')}"
+            + (f", D on packs of {pack} (PacGAN)" if pack > 1 else ""))
 
 
 def _progress_text(run: RunData) -> str:
