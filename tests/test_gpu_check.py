@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-STEPS = ("cuda-tests", "torchrun-nccl", "throughput-b128", "vs-examples", "throughput-b1024", "ddp-overhead",
+STEPS = ("cuda-tests", "pacgan", "torchrun-nccl", "throughput-b128", "vs-examples", "throughput-b1024", "ddp-overhead",
          "vs-examples-bf16-graphs", "parity")
 
 
@@ -63,6 +63,7 @@ def test_the_dry_run_goes_through_every_step_and_names_it_in_the_summary(tmp_pat
     results = {name: cells[3] for name, cells in table.items()}
     skipped = int(results["cuda-tests"].split(" skipped")[0].split()[-1])
     assert skipped >= 8 and "passed" not in results["cuda-tests"], "the CUDA tests only, each skipped on the CPU"
+    assert "graph check" in results["pacgan"] and "wrote " in results["pacgan"], results["pacgan"]
     assert "gankit: done" in results["torchrun-nccl"]
     for name in ("throughput-b128", "throughput-b1024"):
         for setting in ("tf32", "tf32+graphs", "bf16", "bf16+graphs"):
