@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -105,7 +107,20 @@ def main(argv: list[str] | None = None) -> int:
     record = pacgan.run(out, 0, 10, tuple(packs), pacgan.DATASETS, args.iterations, 1, args.device, log=sys.stdout,
                         engine="batched", precision=args.precision if args.device == "cuda" else "fp32",
                         stop_after=max(left, 1.0), one_batch=one_batch)
+    _hand_back(out)
     return 3 if record.get("stopped") else 0
+
+
+def _hand_back(out: Path) -> None:
+    """On the device machine ($OUT set): copy what there is of the results to $OUT/pacgan/, the
+    folder whose files come back (the checkpoints stay behind for the next call)."""
+    if not os.environ.get("OUT"):
+        return
+    dest = Path(os.environ["OUT"]) / "pacgan"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("timing.json", "table.txt", "results.json", "collapse.png"):
+        if (out / name).is_file():
+            shutil.copyfile(out / name, dest / name)
 
 
 if __name__ == "__main__":
