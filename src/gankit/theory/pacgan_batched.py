@@ -84,12 +84,6 @@ def stack_players(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.
     those rows get a zero gradient and Adam leaves them at zero; G makes M passes for every trial,
     and a pass beyond M_t is masked out of D's input and out of the running statistics. Each
     trial then trains exactly as in a batch of its own M (tests/test_pacgan_batched.py)."""
-    def leaf(tensors):  # a list of per-trial tensors -> one (T, ...) leaf tensor with a gradient
-        return torch.stack([t.detach() for t in tensors]).to(device).requires_grad_()
-
-    def buffer(tensors):
-        return torch.stack([t.detach() for t in tensors]).to(device)
-
     Gs = [g for g, _ in pairs]
     Ds = [d.inner if isinstance(d, Packed) else d for _, d in pairs]
     g_lin = list(zip(*(_linears(g) for g in Gs), strict=True))  # per layer: the T trials' nn.Linear
@@ -97,22 +91,26 @@ def stack_players(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.
     bns = list(zip(*([m for m in g.modules() if isinstance(m, nn.BatchNorm1d)] for g in Gs), strict=True))
     packs = [m.in_features // 2 for m in d_lin[0]]
     pack = max(packs)
-
-    def padded(w):  # (2 M_t, out) -> (2M, out), zero rows for the inputs a trial does not have
-        return F.pad(w, (0, 0, 0, 2 * pack - w.shape[0]))
-
     masks = _pack_masks(packs, device) if len(set(packs)) > 1 else (None, None)
     return Players(
-        g_weights=[leaf([m.weight.t() for m in layer]) for layer in g_lin],
-        g_bias=leaf([m.bias[None] for m in g_lin[-1]]),
-        bn_scale=[leaf([m.weight for m in layer]) for layer in bns],
-        bn_shift=[leaf([m.bias for m in layer]) for layer in bns],
-        bn_mean=[buffer([m.running_mean for m in layer]) for layer in bns],
-        bn_var=[buffer([m.running_var for m in layer]) for layer in bns],
-        d_weights=[leaf([padded(m.weight.t()) if i == 0 else m.weight.t() for m in layer])
-                   for i, layer in enumerate(d_lin)],
-        d_biases=[leaf([m.bias[None] for m in layer]) for layer in d_lin],
+        g_weights=[_stacked([m.weight.t() for m in layer], device) for layer in g_lin],
+        g_bias=_stacked([m.bias[None] for m in g_lin[-1]], device),
+        bn_scale=[_stacked([m.weight for m in layer], device) for layer in bns],
+        bn_shift=[_stacked([m.bias for m in layer], device) for layer in bns],
+        bn_mean=[_stacked([m.running_mean for m in layer], device, grad=False) for layer in bns],
+        bn_var=[_stacked([m.running_var for m in layer], device, grad=False) for layer in bns],
+        # the first layer's (2 M_t, out) weights padded to (2M, out): zero rows for inputs a trial lacks
+        d_weights=[_stacked([F.pad(m.weight.t(), (0, 0, 0, 2 * pack - m.in_features)) if i == 0 else m.weight.t()
+                             for m in layer], device) for i, layer in enumerate(d_lin)],
+        d_biases=[_stacked([m.bias[None] for m in layer], device) for layer in d_lin],
         pack=pack, packs=packs, column_mask=masks[0], bn_weight=masks[1])
+
+
+def _stacked(tensors: list[torch.Tensor], device, grad: bool = True) -> torch.Tensor:
+    """Per-trial tensors -> one (T, ...) tensor on device: a leaf with a gradient (a parameter)
+    or, grad=False, a buffer."""
+    stacked = torch.stack([t.detach() for t in tensors]).to(device)
+    return stacked.requires_grad_() if grad else stacked
 
 
 def _pack_masks(packs: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
