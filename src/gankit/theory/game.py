@@ -33,6 +33,41 @@ def run(out: str | Path, seed: int = 0, data: str = "gauss1d", iterations: int =
 
 
 def _run(out, seed, data, iterations, k, batch, lr, lr_g, d_pretrain, panel_c, every, g_loss, log) -> dict:
+    _check(data, iterations, k, batch, every, panel_c)
+    out = Path(out)
+    torch.manual_seed(seed)
+    game = Game(data, seed, lr, lr_g)
+    panels = {"a": game.measure(0)}
+    say(log, f"gankit theory game: {data}, D pretrained {d_pretrain} steps, then {iterations} "
+              f"iterations of Algorithm 1 (k = {k}, batch {batch}, {g_loss} G loss, Adam lr {lr})")
+    oned.train_discriminator(game.D, game.real, game.fake, d_pretrain, batch, lr, decay=False)
+    panels["b"] = game.measure(0)
+    history = _play(game, iterations, k, batch, panel_c, every, g_loss, panels, log)
+    titles = {"a": "(a) start", "b": f"(b) D trained {d_pretrain} steps",
+              "c": f"(c) after {panel_c} iterations: G moves", "d": f"(d) after {iterations} iterations"}
+    _draw_panels(out / "game.png", game.x, game.p, panels, titles)
+    _draw_curves(out / "game-curves.png", history)
+    final = _public(history[-1])
+    results = {
+        "command": "theory game", "seed": seed, "data": data, "g_loss": g_loss, "k": k,
+        "batch": batch, "lr": lr, "iterations": iterations, "d_pretrain": d_pretrain,
+        "models": {"G": "G(z) = w z + c, z ~ N(0, 1), starting at w = 1, c = 0", "D": "MLP 1 -> 64 -> 64 -> 1 (LeakyReLU 0.2)"},
+        "p_G": "N(c, w^2), exact",
+        "generator_final": {"w": float(game.G.w.detach()), "c": float(game.G.c.detach())},
+        "minus_log4": -oned.LOG4,
+        "panels": {key: _public(row) for key, row in panels.items()},
+        "final": final,
+        "final_value_minus_log4": final["value"] + oned.LOG4,
+        "history": [_public(r) for r in history],
+    }
+    write_json(out / "results.json", results)
+    say(log, f"final: V {final['value']:.4f} vs -log 4 = {-oned.LOG4:.4f}; JSD {final['jsd']:.4f} "
+              f"(start {panels['a']['jsd']:.4f}); D(x) {final['d_real']:.3f}, D(G(z)) {final['d_fake']:.3f}\n"
+              f"wrote {out / 'game.png'}, {out / 'game-curves.png'} and {out / 'results.json'}")
+    return results
+
+
+def _check(data: str, iterations: int, k: int, batch: int, every: int, panel_c: int) -> None:
     if data not in DATA_1D:
         raise ConfigError(f"--data must be one of {', '.join(DATA_1D)}, got {data!r}")
     for name, v in (("--iterations", iterations), ("--k", k), ("--batch-size", batch), ("--every", every)):
@@ -40,57 +75,63 @@ def _run(out, seed, data, iterations, k, batch, lr, lr_g, d_pretrain, panel_c, e
             raise ConfigError(f"{name} must be a positive integer, got {v}")
     if not 0 < panel_c < iterations:
         raise ConfigError(f"--panel-c must be between 1 and --iterations - 1 ({iterations - 1}), got {panel_c}")
-    out = Path(out)
-    torch.manual_seed(seed)
-    rng = torch.Generator().manual_seed(seed)
-    toy = TOY_DISTRIBUTIONS[data]
-    G = AffineGenerator()  # starts at N(0, 1)
-    D = MLPDiscriminator((1,), width=64)
-    opt_G = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
-    opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
 
-    def real(m: int) -> torch.Tensor:
-        return toy.sample(m, rng)
 
-    def noise(m: int) -> torch.Tensor:
-        return torch.randn(m, 1, generator=rng)
+class Game:
+    """The two players on 1-D data, their optimisers, the data and noise they draw (one generator,
+    in the order the training loop draws), and the grid on which p_data, p_G and D are measured
+    exactly (its own generator for the Monte Carlo means, so measuring never moves training)."""
 
-    def fake(m: int) -> torch.Tensor:
+    def __init__(self, data: str, seed: int, lr: float, lr_g: float):
+        self.rng = torch.Generator().manual_seed(seed)
+        self.toy = TOY_DISTRIBUTIONS[data]
+        self.G = AffineGenerator()  # starts at N(0, 1)
+        self.D = MLPDiscriminator((1,), width=64)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=(0.5, 0.999))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.x = oned.grid_covering(self.toy, self.G.distribution(), n=4001, widths=6.0)
+        self.p = oned.density(self.toy, self.x)
+        self.eval_rng = torch.Generator().manual_seed(seed + 99)
+
+    def real(self, m: int) -> torch.Tensor:
+        return self.toy.sample(m, self.rng)
+
+    def noise(self, m: int) -> torch.Tensor:
+        return torch.randn(m, 1, generator=self.rng)
+
+    def fake(self, m: int) -> torch.Tensor:
         with torch.no_grad():
-            return G(noise(m))
+            return self.G(self.noise(m))
 
-    x = oned.grid_covering(toy, G.distribution(), n=4001, widths=6.0)
-    p = oned.density(toy, x)
-    eval_rng = torch.Generator().manual_seed(seed + 99)
-
-    def measure(iteration: int) -> dict:
+    def measure(self, iteration: int) -> dict:
         """Where the game stands: p_G, D and the exact-p quantities on the grid."""
+        G, D, x = self.G, self.D, self.x
         with torch.no_grad():
             q = oned.density(G.distribution(), x)
             logits = oned.d_on_grid(D, x)
-            d_real = float(torch.sigmoid(D(toy.sample(20_000, eval_rng))).mean())
-            d_fake = float(torch.sigmoid(D(G(torch.randn(20_000, 1, generator=eval_rng)))).mean())
-        jsd = oned.jsd(p, q, x)
-        return {"iteration": iteration, "value": oned.value(p, q, logits, x), "jsd": jsd,
+            d_real = float(torch.sigmoid(D(self.toy.sample(20_000, self.eval_rng))).mean())
+            d_fake = float(torch.sigmoid(D(G(torch.randn(20_000, 1, generator=self.eval_rng)))).mean())
+        jsd = oned.jsd(self.p, q, x)
+        return {"iteration": iteration, "value": oned.value(self.p, q, logits, x), "jsd": jsd,
                 "max_value": -oned.LOG4 + 2 * jsd, "d_real": d_real, "d_fake": d_fake,
                 "_q": q, "_d": torch.sigmoid(logits)}
 
-    panels = {"a": measure(0)}
-    say(log, f"gankit theory game: {data}, D pretrained {d_pretrain} steps, then {iterations} "
-              f"iterations of Algorithm 1 (k = {k}, batch {batch}, {g_loss} G loss, Adam lr {lr})")
-    oned.train_discriminator(D, real, fake, d_pretrain, batch, lr, decay=False)
-    panels["b"] = measure(0)
+
+def _play(game: Game, iterations: int, k: int, batch: int, panel_c: int, every: int, g_loss: str,
+          panels: dict, log: TextIO | None) -> list[dict]:
+    """Algorithm 1 for `iterations` iterations; the measured rows (from panel (b) on), panels (c)
+    and (d) filled in."""
     history = [panels["b"]]
-    G_step, D_step = G, BothInputs(D)  # one process: the players themselves (distributed.wrap)
+    G_step, D_step = game.G, BothInputs(game.D)  # one process: the players themselves (distributed.wrap)
     for it in range(1, iterations + 1):
         # Algorithm 1 as the training loop runs it: k real and k + 1 noise minibatches, drawn in
         # that order (for k = 1, the order of drawing each where it is used), k D steps, a G step.
-        reals = [real(batch) for _ in range(k)]
-        noises = [noise(batch) for _ in range(k + 1)]
-        iteration(G, D, opt_G, opt_D, reals, noises, G_step=G_step, D_step=D_step, g_loss=g_loss,
-                  measure=False)
+        reals = [game.real(batch) for _ in range(k)]
+        noises = [game.noise(batch) for _ in range(k + 1)]
+        iteration(game.G, game.D, game.opt_G, game.opt_D, reals, noises, G_step=G_step, D_step=D_step,
+                  g_loss=g_loss, measure=False)
         if it % every == 0 or it in (panel_c, iterations):
-            row = measure(it)
+            row = game.measure(it)
             history.append(row)
             if it == panel_c:
                 panels["c"] = row
@@ -98,33 +139,11 @@ def _run(out, seed, data, iterations, k, batch, lr, lr_g, d_pretrain, panel_c, e
                 say(log, f"  iteration {it}: V {row['value']:.4f} (-log 4 = {-oned.LOG4:.4f}), "
                           f"JSD {row['jsd']:.4f}, D(x) {row['d_real']:.3f}, D(G(z)) {row['d_fake']:.3f}")
     panels["d"] = history[-1]
+    return history
 
-    titles = {"a": "(a) start", "b": f"(b) D trained {d_pretrain} steps",
-              "c": f"(c) after {panel_c} iterations: G moves", "d": f"(d) after {iterations} iterations"}
-    _draw_panels(out / "game.png", x, p, panels, titles)
-    _draw_curves(out / "game-curves.png", history)
 
-    def public(row: dict) -> dict:
-        return {k: v for k, v in row.items() if not k.startswith("_")}
-
-    final = public(history[-1])
-    results = {
-        "command": "theory game", "seed": seed, "data": data, "g_loss": g_loss, "k": k,
-        "batch": batch, "lr": lr, "iterations": iterations, "d_pretrain": d_pretrain,
-        "models": {"G": "G(z) = w z + c, z ~ N(0, 1), starting at w = 1, c = 0", "D": "MLP 1 -> 64 -> 64 -> 1 (LeakyReLU 0.2)"},
-        "p_G": "N(c, w^2), exact",
-        "generator_final": {"w": float(G.w.detach()), "c": float(G.c.detach())},
-        "minus_log4": -oned.LOG4,
-        "panels": {key: public(row) for key, row in panels.items()},
-        "final": final,
-        "final_value_minus_log4": final["value"] + oned.LOG4,
-        "history": [public(r) for r in history],
-    }
-    write_json(out / "results.json", results)
-    say(log, f"final: V {final['value']:.4f} vs -log 4 = {-oned.LOG4:.4f}; JSD {final['jsd']:.4f} "
-              f"(start {panels['a']['jsd']:.4f}); D(x) {final['d_real']:.3f}, D(G(z)) {final['d_fake']:.3f}\n"
-              f"wrote {out / 'game.png'}, {out / 'game-curves.png'} and {out / 'results.json'}")
-    return results
+def _public(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
 def _draw_panels(path: Path, x: torch.Tensor, p: torch.Tensor, panels: dict, titles: dict) -> None:
