@@ -68,45 +68,10 @@ def _run(out, seed, data, generator, steps, batch, d_width, lr, log) -> dict:
     torch.manual_seed(seed)
     toy = TOY_DISTRIBUTIONS[data]
     rng = torch.Generator().manual_seed(seed)
-
-    # The frozen generator and its density on the grid.
-    if generator == "affine":
-        a, b = AFFINE
-        G = None
-        p_g_dist = oned.gaussian("affine", b, abs(a))
-        x = oned.grid_covering(toy, p_g_dist)
-        q = oned.density(p_g_dist, x)
-
-        def fake(m: int) -> torch.Tensor:
-            return (a * torch.randn(m, 1, generator=rng) + b).float()
-
-        g_info = {"kind": "affine", "formula": f"G(z) = {a} z + {b}, z ~ N(0, 1)",
-                  "p_G": f"N({b}, {abs(a)}^2), exact"}
-    else:
-        G = MLPGenerator(1, (1,), width=32, depth=3, tanh=False).requires_grad_(False)
-        # A random MLP's outputs are bunched near 0; an affine map (part of the frozen G) gives
-        # them the affine generator's mean and spread, so p_G overlaps the data.
-        with torch.no_grad():
-            probe = G(torch.randn(100_000, 1, generator=torch.Generator().manual_seed(seed + 1)))
-        shift, scale = float(probe.mean()), float(probe.std())
-
-        def fake(m: int) -> torch.Tensor:
-            with torch.no_grad():
-                return (G(torch.randn(m, 1, generator=rng)) - shift) / scale * AFFINE[0] + AFFINE[1]
-
-        samples = torch.cat([fake(100_000) for _ in range(HISTOGRAM_SAMPLES // 100_000)])
-        lo = min(float(samples.min()), float((toy.means - 8 * toy.stds[:, None]).min()))
-        hi = max(float(samples.max()), float((toy.means + 8 * toy.stds[:, None]).max()))
-        x = torch.linspace(lo, hi, 4001, dtype=torch.float64)
-        q = oned.histogram_density(samples, x, HISTOGRAM_BIN)
-        g_info = {"kind": "mlp", "formula": f"frozen random MLP 1 -> 32 -> 32 -> 1 (ReLU), z ~ N(0, 1), output "
-                             f"standardised to mean {AFFINE[1]}, std {AFFINE[0]}",
-                  "p_G": f"histogram of {HISTOGRAM_SAMPLES} samples, bins {HISTOGRAM_BIN} wide"}
+    frozen = _affine_generator if generator == "affine" else _mlp_generator
+    fake, x, q, g_info = frozen(toy, rng, seed)  # the frozen generator and its density on the grid
     p = oned.density(toy, x)
-
-    def real(m: int) -> torch.Tensor:
-        return toy.sample(m, rng)
-
+    real = Draw(toy.sample, rng)
     # D trained to convergence against the frozen G.
     D = MLPDiscriminator((1,), width=d_width)
     say(log, f"gankit theory optimal-d: training D for {steps} steps (batch {batch} real + {batch} "
@@ -147,9 +112,75 @@ def _run(out, seed, data, generator, steps, batch, d_width, lr, log) -> dict:
         "minus_log4": -oned.LOG4,
         "gap": c_of_g - v_trained,
     }
+    _figure(out / "optimal-d.png", x, p, q, d, d_star, (lo, hi), steps, results)
+    write_json(out / "results.json", results)
+    say(log, f"max |D - D*| = {results['max_abs_error']:.4f}, mean {results['mean_abs_error']:.4f} "
+              f"over [{lo:.2f}, {hi:.2f}] (99% of the mass)\n"
+              f"V(trained D) = {v_trained:.5f} (Monte Carlo {v_mc:.5f}); -log 4 + 2 JSD = {c_of_g:.5f} "
+              f"(JSD = {jsd:.5f}); gap {results['gap']:.2e}\n"
+              f"wrote {out / 'optimal-d.png'} and {out / 'results.json'}")
+    return results
+
+
+class Draw:
+    """m -> m samples of `sample(m, rng)`: a sampler bound to its generator."""
+
+    def __init__(self, sample, rng: torch.Generator):
+        self.sample, self.rng = sample, rng
+
+    def __call__(self, m: int) -> torch.Tensor:
+        return self.sample(m, self.rng)
+
+
+def _affine_samples(m: int, rng: torch.Generator) -> torch.Tensor:
+    """G(z) = a z + b, z ~ N(0, 1): (m, 1)."""
+    a, b = AFFINE
+    return (a * torch.randn(m, 1, generator=rng) + b).float()
+
+
+def _affine_generator(toy, rng: torch.Generator, seed: int):
+    """(fake, grid x, p_G on x, description) of the affine G: p_G exact."""
+    a, b = AFFINE
+    p_g_dist = oned.gaussian("affine", b, abs(a))
+    x = oned.grid_covering(toy, p_g_dist)
+    g_info = {"kind": "affine", "formula": f"G(z) = {a} z + {b}, z ~ N(0, 1)", "p_G": f"N({b}, {abs(a)}^2), exact"}
+    return Draw(_affine_samples, rng), x, oned.density(p_g_dist, x), g_info
+
+
+class StandardisedMLP:
+    """m -> (m, 1) samples of a frozen random MLP G, standardised to the affine G's mean and std.
+    A random MLP's outputs are bunched near 0; the affine map (part of the frozen G) makes p_G
+    overlap the data."""
+
+    def __init__(self, seed: int, rng: torch.Generator):
+        self.G = MLPGenerator(1, (1,), width=32, depth=3, tanh=False).requires_grad_(False)
+        with torch.no_grad():
+            probe = self.G(torch.randn(100_000, 1, generator=torch.Generator().manual_seed(seed + 1)))
+        self.shift, self.scale, self.rng = float(probe.mean()), float(probe.std()), rng
+
+    def __call__(self, m: int) -> torch.Tensor:
+        with torch.no_grad():
+            return (self.G(torch.randn(m, 1, generator=self.rng)) - self.shift) / self.scale * AFFINE[0] + AFFINE[1]
+
+
+def _mlp_generator(toy, rng: torch.Generator, seed: int):
+    """(fake, grid x, p_G on x, description) of the frozen MLP G: p_G a histogram of its samples."""
+    fake = StandardisedMLP(seed, rng)
+    samples = torch.cat([fake(100_000) for _ in range(HISTOGRAM_SAMPLES // 100_000)])
+    lo = min(float(samples.min()), float((toy.means - 8 * toy.stds[:, None]).min()))
+    hi = max(float(samples.max()), float((toy.means + 8 * toy.stds[:, None]).max()))
+    x = torch.linspace(lo, hi, 4001, dtype=torch.float64)
+    g_info = {"kind": "mlp", "formula": f"frozen random MLP 1 -> 32 -> 32 -> 1 (ReLU), z ~ N(0, 1), output "
+                                        f"standardised to mean {AFFINE[1]}, std {AFFINE[0]}",
+              "p_G": f"histogram of {HISTOGRAM_SAMPLES} samples, bins {HISTOGRAM_BIN} wide"}
+    return fake, x, oned.histogram_density(samples, x, HISTOGRAM_BIN), g_info
+
+
+def _figure(path: Path, x, p, q, d, d_star, region: tuple[float, float], steps: int, results: dict) -> None:
+    """D against D* (left) and D - D* (right), the 1% of the mass outside `region` greyed."""
+    lo, hi = region
     fig, axes = plots.figure(1, 2, width=5.0)
-    plots.density_panel(axes[0], x, p, q, d, d_star,
-                        f"D after {steps} steps vs D* = p_data / (p_data + p_G)")
+    plots.density_panel(axes[0], x, p, q, d, d_star, f"D after {steps} steps vs D* = p_data / (p_data + p_G)")
     axes[0].axvspan(float(x[0]), lo, color="grey", alpha=0.12)
     axes[0].axvspan(hi, float(x[-1]), color="grey", alpha=0.12)
     axes[1].plot(x.numpy(), (d - d_star).numpy(), color="blue")
@@ -160,15 +191,9 @@ def _run(out, seed, data, generator, steps, batch, d_width, lr, log) -> dict:
     axes[1].set_title(f"D - D*: max |.| {results['max_abs_error']:.3f}, mean {results['mean_abs_error']:.4f}",
                       fontsize=10)
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"V(D) = {v_trained:.4f}  vs  -log 4 + 2 JSD = {c_of_g:.4f}", fontsize=10)
-    plots.save(fig, out / "optimal-d.png")
-    write_json(out / "results.json", results)
-    say(log, f"max |D - D*| = {results['max_abs_error']:.4f}, mean {results['mean_abs_error']:.4f} "
-              f"over [{lo:.2f}, {hi:.2f}] (99% of the mass)\n"
-              f"V(trained D) = {v_trained:.5f} (Monte Carlo {v_mc:.5f}); -log 4 + 2 JSD = {c_of_g:.5f} "
-              f"(JSD = {jsd:.5f}); gap {results['gap']:.2e}\n"
-              f"wrote {out / 'optimal-d.png'} and {out / 'results.json'}")
-    return results
+    fig.suptitle(f"V(D) = {results['value_trained_d']:.4f}  vs  -log 4 + 2 JSD = {results['minus_log4_plus_2jsd']:.4f}",
+                 fontsize=10)
+    plots.save(fig, path)
 
 
 # --- --conditional: D(x, y) against D*(x|y), class by class --------------------------------------
