@@ -44,7 +44,7 @@ def graph_check(device: str) -> float:
         update = pb.Update(players, graph=graph)
         for real, zs in inputs:
             update(real, zs)
-        assert (update.replay is not None) == graph
+        assert update.captured == graph
         ends.append([p.detach() for p in players.d_params() + players.g_params()])
     return max((a - b).abs().max().item() for a, b in zip(*ends, strict=True))
 

@@ -10,6 +10,7 @@ import torch
 
 from gankit.cli import main
 from gankit.errors import ConfigError
+from gankit.fastpath import GRAPH_WARMUP
 from gankit.theory import pacgan
 from gankit.theory import pacgan_batched as pb
 
@@ -184,41 +185,54 @@ def test_engine_choice_and_bad_engine_errors(tmp_path, capsys):
     assert not (tmp_path / "results.json").exists()
 
 
-def _replaying_capture(fn):
-    """A CPU stand-in for cuda_capture: records fn and runs nothing; each replay runs it again and
-    copies its outputs into the tensors the capture handed out (as a graph's static outputs)."""
-    outs = (torch.full((len(SEEDS),), float("nan")), torch.full((len(SEEDS),), float("nan")))
+class ReplayingRunner:
+    """A CPU stand-in for fastpath.GraphedIteration's contract (its own tests, with fakes of
+    torch.cuda, are in tests/test_speed.py): GRAPH_WARMUP calls run the iteration; then it keeps
+    static copies of the inputs, and each call copies its inputs into them and runs the iteration
+    on the copies, as a replay of the captured kernels does, into a static output."""
 
-    def replay():
-        for out, new in zip(outs, fn(), strict=True):
-            out.copy_(new)
+    def __init__(self, iteration, optimizers, on_fallback):
+        self.iteration, self.optimizers, self.calls = iteration, optimizers, 0
+        self.static, self.out = None, None
 
-    return replay, outs
+    @property
+    def in_use(self) -> bool:
+        return self.static is not None
+
+    def __call__(self, reals, noises, measure=True):
+        self.calls += 1
+        if self.calls <= GRAPH_WARMUP:
+            return self.iteration(reals, noises, True)
+        if self.static is None:
+            self.static = ([x.clone() for x in reals], [z.clone() for z in noises])
+        for buffer, x in zip(self.static[0] + self.static[1], reals + noises, strict=True):
+            buffer.copy_(x)
+        out = self.iteration(*self.static, True)
+        self.out = out if self.out is None else self.out.copy_(out)
+        return self.out.clone()
 
 
 def test_the_graphed_update_trains_like_the_eager_one_on_each_updates_own_inputs():
-    """Update(graph=True) with the stand-in capture: GRAPH_WARMUP eager updates, one capture, then
-    replays that read each update's own (real, zs) through the static copies; the parameters end
-    equal to eager updates' (a replay on stale inputs, or a warm-up count off by one, would not)."""
-    steps = pb.GRAPH_WARMUP + 3
+    """Update(graph=True) hands the runner one real and one noise tensor per update and reads the
+    (2, T) losses back: with the stand-in runner, GRAPH_WARMUP direct calls and then calls on the
+    static copies, the parameters and losses end equal to eager updates' (a replay on stale
+    inputs, or the two losses swapped, would not)."""
+    steps = GRAPH_WARMUP + 3
     inputs = _inputs(steps)
-    ends, captures = [], []
+    ends = []
     for graph in (False, True):
         players = pb.initial_players(PACK, SEEDS)
-
-        def capture(fn):
-            captures.append(fn)
-            return _replaying_capture(fn)
-
-        update = pb.Update(players, graph=graph, capture=capture)
+        update = pb.Update(players, graph=graph, graphed=ReplayingRunner)
         losses = [tuple(t.clone() for t in update(real, zs)) for real, zs in inputs]
+        assert update.captured == graph
         ends.append(([p.detach().clone() for p in players.d_params() + players.g_params()], losses))
-    assert len(captures) == 1
     for a, b in zip(ends[0][0], ends[1][0], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for (da, ga), (db, gb) in zip(ends[0][1], ends[1][1], strict=True):
         torch.testing.assert_close(da, db, rtol=0, atol=0)
         torch.testing.assert_close(ga, gb, rtol=0, atol=0)
+    loss_d, loss_g, _, _ = pb.gradients(pb.initial_players(PACK, SEEDS), *inputs[0])  # the first update's
+    torch.testing.assert_close(ends[1][1][0], (loss_d, loss_g), rtol=0, atol=0)  # (D, G), in that order
 
 
 # --- stopping and continuing (--stop-after, theory/pacgan_checkpoint.py) -------------------------

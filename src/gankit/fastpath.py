@@ -231,8 +231,9 @@ class GraphedIteration:
     replaying the graph), `warmups` (eager iterations on the capture stream), `eager_iterations`
     (after a failed capture), `failed` (why the capture failed, or None) and `in_use`.
 
-    Written from the PyTorch CUDA-graphs documentation; not yet run on a GPU (see
-    docs/benchmarks.md).
+    Written from the PyTorch CUDA-graphs documentation; its CUDA tests passed on an H200
+    (2026-11-30, docs/benchmarks.md). Also the runner of `gankit bench modes --protocol pacgan`'s
+    batched update (theory/pacgan_batched.Update).
     """
 
     def __init__(self, iteration: Callable[..., torch.Tensor], optimizers: list[torch.optim.Optimizer],

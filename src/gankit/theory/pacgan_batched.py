@@ -31,7 +31,6 @@ does too); the logits are the same up to rounding.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,55 +254,35 @@ def sample(players: Players, z: torch.Tensor) -> torch.Tensor:
 
 # --- the update as a CUDA graph ------------------------------------------------------------------
 
-GRAPH_WARMUP = 3  # eager updates before the capture (Adam's state, cuBLAS handles, the allocator)
-
-
-def cuda_capture(fn):
-    """Record fn's kernels as one CUDA graph (nothing runs): (replay, fn's outputs, static)."""
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
-    return graph.replay, out
-
-
 class Update:
-    """One update of every trial, `step`: eager, or (graph=True, CUDA) the first GRAPH_WARMUP eager
-    on a side stream, then captured once and replayed on static copies of (real, zs). At T = 80
-    trials an eager update is ~250 launches of small kernels; the graph launches them as one.
-    `capture` is cuda_capture (tests give a CPU stand-in)."""
+    """One update of every trial, `step`: eager, or (graph=True, CUDA) replayed as one CUDA graph by
+    the training loop's own runner, fastpath.GraphedIteration (warm-up on a side stream, one
+    capture, replays on static copies of (real, zs), eager again if CUDA refuses the capture).
+    At T = 80 trials an eager update is ~250 launches of small kernels; the graph launches them as
+    one. `graphed`: GraphedIteration (tests give a CPU stand-in)."""
 
-    def __init__(self, players: Players, graph: bool = False, capture=cuda_capture):
-        self.players, self.graph, self.capture = players, graph, capture
-        self.adam = make_adam(players, capturable=graph)
-        self.calls, self.replay, self.out, self.static = 0, None, None, None
+    def __init__(self, players: Players, graph: bool = False, graphed=None):
+        self.players = players
+        self.adam = make_adam(players)  # the runner makes it capturable for the capture
+        self.graphed = None
+        if graph:
+            if graphed is None:
+                from gankit.fastpath import GraphedIteration as graphed
+            self.graphed = graphed(self._iteration, [self.adam], on_fallback=lambda message: print(message, flush=True))
+
+    def _iteration(self, reals: list[torch.Tensor], noises: list[torch.Tensor], measure: bool = True) -> torch.Tensor:
+        """The runner's iteration: one real (T, P*M, 2) and one noise (T, M, P, 2) -> (2, T) losses."""
+        return torch.stack(step(self.players, self.adam, reals[0], noises[0]))
 
     def __call__(self, real: torch.Tensor, zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.calls += 1
-        if not self.graph:
-            return step(self.players, self.adam, real, zs)
-        if self.calls <= GRAPH_WARMUP:
-            with _side_stream(real.device):
-                return step(self.players, self.adam, real, zs)
-        if self.replay is None:  # static inputs the graph reads; each call copies its own into them
-            self.static = (real.clone(), zs.clone())
-            self.replay, self.out = self.capture(lambda: step(self.players, self.adam, *self.static))
-        self.static[0].copy_(real)
-        self.static[1].copy_(zs)
-        self.replay()
-        return self.out
+        """(D losses (T,), G losses (T,)) of this update."""
+        losses = self.graphed([real], [zs]) if self.graphed is not None else self._iteration([real], [zs])
+        return losses[0], losses[1]
 
-
-@contextlib.contextmanager
-def _side_stream(device: torch.device):
-    """CUDA's warm-up before a capture runs on a side stream (the documented recipe); the CPU has none."""
-    if device.type != "cuda":
-        yield
-        return
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        yield
-    torch.cuda.current_stream(device).wait_stream(side)
+    @property
+    def captured(self) -> bool:
+        """Whether the updates are replays of a CUDA graph."""
+        return self.graphed is not None and self.graphed.in_use
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -447,7 +426,7 @@ def _scored(datas, seeds, players, eval_z, progress, update, device, precision, 
         shots = [{"iteration": it, "samples": x[t].numpy(), **mode_metrics(x[t], toy)} for it, x in progress.kept]
         results.append({"data": data, "pack": players.packs[t], "seed": seed, "iterations": iterations,
                         "loss_d": loss_d[t].item(), "loss_g": loss_g[t].item(), "device": str(device),
-                        "cuda_graph": update.replay is not None, "precision": precision,
+                        "cuda_graph": update.captured, "precision": precision,
                         **mode_metrics(samples[t], toy), "seconds": round(progress.seconds, 2),
                         "_samples": samples[t].numpy(), "_snapshots": shots})
     return results
