@@ -321,18 +321,17 @@ def _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precisi
 
     trials_of = [(m, data, seed + t) for m, data, t in itertools.product(packs, datasets, range(trials))]
     groups = {"all": trials_of} if one_batch else {f"pack{m}": [x for x in trials_of if x[0] == m] for m in packs}
-    batches = []
+    parts = []  # (name of its checkpoint, its trials)
     for name, items in groups.items():
-        parts = 1 if one_batch or dev == "cuda" else min(jobs, len(items))
-        for k in range(parts):
-            part = items[k * len(items) // parts:(k + 1) * len(items) // parts]
-            batches.append(([d for _, d, _ in part], [m for m, _, _ in part], [s for _, _, s in part], iterations, dev,
-                            True, None, precision, str(out / "checkpoints" / f"{name}-{k}.pt"), deadline))
-    jobs = min(jobs, len(batches))
+        n = 1 if one_batch or dev == "cuda" else min(jobs, len(items))
+        parts += [(f"{name}-{k}", items[k * len(items) // n:(k + 1) * len(items) // n]) for k in range(n)]
+    jobs = min(jobs, len(parts))
+    threads = None if jobs == 1 else 1  # one thread per worker process: one per core
+    batches = [([d for _, d, _ in part], [m for m, _, _ in part], [s for _, _, s in part], iterations, dev, True,
+                threads, precision, str(out / "checkpoints" / f"{name}.pt"), deadline) for name, part in parts]
     if jobs == 1:
         done = [run_batch(*b) for b in batches]
     else:
-        batches = [(*b[:6], 1, *b[7:]) for b in batches]  # one thread per worker process: one per core
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             done = list(pool.map(run_batch, *zip(*batches, strict=True)))
     if any(rs is None for rs in done):

@@ -149,13 +149,12 @@ def unstack(players: Players, t: int) -> tuple[nn.Module, nn.Module]:
     return G, D
 
 
-def make_adam(players: Players, capturable: bool = False) -> torch.optim.Adam:
+def make_adam(players: Players) -> torch.optim.Adam:
     """One Adam for both players (disjoint parameters, the same settings: the same as two Adams).
     Fused: one kernel for all the stacked tensors on a GPU, and about 10% of an update saved on a
-    CPU (torch >= 2.4 fuses on the CPU too). capturable: its step count on the device, as a CUDA
-    graph needs."""
+    CPU (torch >= 2.4 fuses on the CPU too). A CUDA graph's runner makes it capturable itself."""
     return torch.optim.Adam(players.d_params() + players.g_params(), lr=SETUP["lr"],
-                            betas=(SETUP["beta1"], SETUP["beta2"]), fused=True, capturable=capturable)
+                            betas=(SETUP["beta1"], SETUP["beta2"]), fused=True)
 
 
 # --- the forward passes --------------------------------------------------------------------------
@@ -263,7 +262,7 @@ class Update:
 
     def __init__(self, players: Players, graph: bool = False, graphed=None):
         self.players = players
-        self.adam = make_adam(players)  # the runner makes it capturable for the capture
+        self.adam = make_adam(players)
         self.graphed = None
         if graph:
             if graphed is None:
