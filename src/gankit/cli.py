@@ -584,6 +584,9 @@ def _add_bench(commands) -> None:
     q.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
                    help="pacgan, batched engine: stop after SECONDS with every batch checkpointed in OUT/checkpoints "
                         "(exit status 3); the same command continues (finished batches are reused)")
+    q.add_argument("--score-every", type=int, default=None, metavar="UPDATES",
+                   help="pacgan: score every trial every UPDATES updates, with a progress line; the scores go to "
+                        "results.json (each trial's curve) and curves.png (default: 20 times a run)")
     q.add_argument("--precision", default=None, choices=("fp32", "tf32"),
                    help="pacgan: fp32 (as published; default) or tf32 (the batched engine's matrix products on CUDA)")
     q.add_argument("--engine", default=None, choices=("auto", "batched", "loop"),
@@ -610,12 +613,14 @@ def _cmd_bench_modes(args: argparse.Namespace) -> int:
         record = pacgan.run(args.out, args.seed, pacgan.SETUP["trials"] if args.trials is None else args.trials,
                             packs, datasets, pacgan.ITERATIONS if args.iterations is None else args.iterations,
                             args.jobs, args.device or "auto", log=sys.stdout, engine=args.engine or "auto",
-                            precision=args.precision or "fp32", stop_after=args.stop_after)
+                            precision=args.precision or "fp32", stop_after=args.stop_after,
+                            score_every=args.score_every)
         return 3 if record.get("stopped") else 0
     from gankit.theory import modes
 
     given = [f for f, v in (("--trials", args.trials), ("--device", args.device), ("--engine", args.engine),
-                            ("--precision", args.precision), ("--stop-after", args.stop_after)) if v is not None]
+                            ("--precision", args.precision), ("--stop-after", args.stop_after),
+                            ("--score-every", args.score_every)) if v is not None]
     if given:
         raise GankitError(f"{', '.join(given)}: for --protocol pacgan only (the quick protocol takes "
                           f"--seeds, --k, --g-loss, --packs, --g-ema, --iterations)")

@@ -7,6 +7,7 @@ numbers (results.json) that check the claims of the paper on problems with known
 - modes:      the 2-D mode-collapse benchmark (ring of 8, grid of 25), in PacGAN's table format
 - pacgan:     the same benchmark in PacGAN's published set-up (GAN and PacGAN2-4, Table 1)
 - pacgan_batched: pacgan's trials trained together as stacked tensors (--engine batched)
+- pacgan_curves: pacgan's trials scored along the way (--score-every), progress lines, curves.png
 """
 
 from __future__ import annotations

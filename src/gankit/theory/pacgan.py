@@ -41,6 +41,7 @@ from gankit.files import atomic_write, write_json
 from gankit.losses import discriminator_loss, generator_loss
 from gankit.metrics.toy import mode_metrics
 from gankit.models.pack import Packed
+from gankit.theory import pacgan_curves as curves
 from gankit.theory import plots, say
 
 DATASETS = ("ring8", "grid25")
@@ -158,10 +159,12 @@ def simultaneous_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, 
 # --- one trial -----------------------------------------------------------------------------------
 
 def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = False,
-          threads: int | None = None, device: str = "cpu") -> dict:
+          threads: int | None = None, device: str = "cpu", score_every: int | None = None) -> dict:
     """Train one PacGAN-M (M = 1: the vanilla GAN) and score 2,500 samples; optionally keep samples
-    at SNAPSHOTS of training. `threads` limits torch in a worker process. Every random number is
-    drawn on the CPU, so a trial's data, noise and initial weights do not depend on `device`."""
+    at SNAPSHOTS of training; score them every `score_every` updates (its `curve`; default:
+    pacgan_curves.default_every), with a progress line. `threads` limits torch in a worker process.
+    Every random number is drawn on the CPU, so a trial's data, noise and initial weights do not
+    depend on `device`."""
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -179,6 +182,9 @@ def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = Fa
     keep = {max(1, round(f * iterations)) for f in SNAPSHOTS} if snapshots else set()
     eval_z = torch.randn(s["samples"], s["latent_dim"], generator=torch.Generator().manual_seed(10_000 + seed)).to(device)
     kept = []
+    watch = curves.Watch(f"{curves.row_label(data, pack)}, seed {seed}", [curves.row_label(data, pack)], [toy],
+                         score_every or curves.default_every(iterations), iterations)
+    scores = []
     order = torch.empty(0, dtype=torch.long)
     for it in range(iterations):
         if it % per_epoch == 0:
@@ -190,12 +196,14 @@ def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = Fa
         if it + 1 in keep:
             shot = _samples(G, eval_z)
             kept.append({"iteration": it + 1, "samples": shot.numpy(), **mode_metrics(shot, toy)})
+        if watch.due(it + 1):
+            scores.append(watch(it + 1, _samples(G, eval_z)[None]))
     samples = _samples(G, eval_z)
     return {"data": data, "pack": pack, "seed": seed, "iterations": iterations,
             "loss_d": loss_d.item(), "loss_g": loss_g.item(), "device": str(device),
             "cuda_graph": False, "precision": "fp32",
             **mode_metrics(samples, toy), "seconds": round(time.perf_counter() - started, 2),
-            "_samples": samples.numpy(), "_snapshots": kept}
+            "curve": curves.curve(scores, 0), "_samples": samples.numpy(), "_snapshots": kept}
 
 
 def _samples(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -212,7 +220,7 @@ def _samples(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
 def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tuple[int, ...] = PACKS,
         datasets: tuple[str, ...] = DATASETS, iterations: int = ITERATIONS, jobs: int | None = None,
         device: str = "cpu", log: TextIO | None = None, engine: str = "auto", precision: str = "fp32",
-        stop_after: float | None = None, one_batch: bool | None = None) -> dict:
+        stop_after: float | None = None, one_batch: bool | None = None, score_every: int | None = None) -> dict:
     """Every (dataset, pack, trial); write results.json, table.txt and collapse.png to out.
     device: auto, cpu or cuda (on a GPU, the `jobs` worker processes share it). engine: loop (one
     trial at a time per process, `trial`), batched (the trials of one pack trained together,
@@ -221,7 +229,9 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     keeps each batch's checkpoint in out/checkpoints/: stop_after (seconds) stops every batch then
     and returns {"stopped": True, ...}; the same call again continues, and reuses finished batches.
     one_batch: every trial in one batch of mixed packs (default: on CUDA, where an update of a
-    pack's 20 trials is launch-bound; on a CPU, compute-bound, a batch per pack wastes nothing)."""
+    pack's 20 trials is launch-bound; on a CPU, compute-bound, a batch per pack wastes nothing).
+    score_every: score every trial every so many updates, with a progress line, into results.json
+    (`curve`) and curves.png (default: 20 times a run)."""
     if precision not in ("fp32", "tf32"):
         raise ConfigError(f"--precision must be fp32 or tf32 for --protocol pacgan; got {precision!r}")
     bad = [d for d in datasets if d not in DATASETS]
@@ -229,7 +239,7 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         raise ConfigError(f"--datasets: {bad or 'nothing given'}; choose from {', '.join(DATASETS)}")
     if not packs or any(m <= 0 for m in packs):
         raise ConfigError(f"--packs must list positive integers, got {list(packs)}")
-    for name, v in (("--trials", trials), ("--iterations", iterations)):
+    for name, v in (("--trials", trials), ("--iterations", iterations), ("--score-every", 1 if score_every is None else score_every)):
         if v <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {v}")
     jobs = jobs or min(2, os.cpu_count() or 1)
@@ -245,12 +255,14 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
              f"({', '.join(datasets)}; packs {list(packs)}; {trials} trials each; {iterations:,} updates "
              f"each, published {ITERATIONS:,}) on {jobs} processes, {dev}, {engine} engine")
     started = time.perf_counter()
+    every = score_every if score_every is not None else curves.default_every(iterations)
     if engine == "loop":
-        results = _train_loop(datasets, packs, trials, seed, iterations, jobs, dev)
+        results = _train_loop(datasets, packs, trials, seed, iterations, jobs, dev, every)
     else:
         deadline = None if stop_after is None else time.time() + stop_after
         one = dev == "cuda" if one_batch is None else one_batch
-        results = _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision, out, deadline, one)
+        results = _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision, out, deadline, one,
+                                 every)
     if results is None:
         say(log, f"stopped after {time.perf_counter() - started:.0f} s (--stop-after {stop_after:g}); where each batch "
                  f"is: {out / 'checkpoints'}. The same command continues from there.")
@@ -267,7 +279,7 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     record = {
         "command": "bench modes --protocol pacgan", "seed": seed, "trials": trials, "packs": list(packs),
         "iterations": iterations, "published_iterations": ITERATIONS, "device": dev, "jobs": jobs, "engine": engine,
-        "precision": precision,
+        "precision": precision, "score_every": every,
         "setup": SETUP, "rows": rows,
         "published_source": "PacGAN (Lin et al. 2018), Table 1: mean +- standard error over 10 trials",
         "mode_captured": "at least one high-quality sample (within 3 std of its nearest mode), PacGAN's code",
@@ -276,6 +288,7 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         "seconds": round(time.perf_counter() - started, 1),
     }
     _figure(out / "collapse.png", results, datasets, packs)
+    curves.figure(out / "curves.png", results, datasets, packs, PUBLISHED)
     for r in results:
         r.pop("_samples")
         # the scores along the way (every trial in the batched engine, trial 0 in the loop engine)
@@ -286,7 +299,7 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     with atomic_write(out / "table.txt", suffix=".txt") as tmp:
         tmp.write_text(text + "\n")
     say(log, text)
-    say(log, f"wrote {out / 'table.txt'}, {out / 'results.json'} and {out / 'collapse.png'} "
+    say(log, f"wrote {out / 'table.txt'}, {out / 'results.json'}, {out / 'collapse.png'} and {out / 'curves.png'} "
              f"({record['seconds']:.0f} s)")
     return record
 
@@ -300,10 +313,10 @@ def choose_engine(engine: str, device: str) -> str:
     return "batched" if engine == "auto" else engine
 
 
-def _train_loop(datasets, packs, trials, seed, iterations, jobs, dev) -> list[dict]:
+def _train_loop(datasets, packs, trials, seed, iterations, jobs, dev, every) -> list[dict]:
     """One `trial` per (dataset, pack, trial), in `jobs` processes of one thread each."""
     threads = None if jobs == 1 else 1  # the pool runs one process per core
-    tasks = [(data, m, seed + t, iterations, t == 0, threads, dev)
+    tasks = [(data, m, seed + t, iterations, t == 0, threads, dev, every)
              for data, m, t in itertools.product(datasets, packs, range(trials))]
     if jobs == 1:
         return [trial(*t) for t in tasks]
@@ -312,7 +325,7 @@ def _train_loop(datasets, packs, trials, seed, iterations, jobs, dev) -> list[di
 
 
 def _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision, out: Path,
-                   deadline: float | None, one_batch: bool) -> list[dict] | None:
+                   deadline: float | None, one_batch: bool, every: int) -> list[dict] | None:
     """`run_batch` on every trial at once (one_batch: packs mixed, see pacgan_batched.stack_players)
     or once per pack M, and on a CPU each pack's trials split into `jobs` batches, one process of
     one thread each. Each batch checkpoints to out/checkpoints/. The results come back in the loop
@@ -328,7 +341,8 @@ def _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precisi
     jobs = min(jobs, len(parts))
     threads = None if jobs == 1 else 1  # one thread per worker process: one per core
     batches = [([d for _, d, _ in part], [m for m, _, _ in part], [s for _, _, s in part], iterations, dev, True,
-                threads, precision, str(out / "checkpoints" / f"{name}.pt"), deadline) for name, part in parts]
+                threads, precision, str(out / "checkpoints" / f"{name}.pt"), deadline, every, name)
+               for name, part in parts]
     if jobs == 1:
         done = [run_batch(*b) for b in batches]
     else:

@@ -42,6 +42,7 @@ from torch import nn
 from gankit.metrics.toy import mode_metrics
 from gankit.models.pack import Packed
 from gankit.theory import pacgan_checkpoint as ckpt
+from gankit.theory import pacgan_curves as curves
 from gankit.theory.pacgan import PACGAN_TOYS, SETUP, SNAPSHOTS, build_players
 
 # --- the stacked players -------------------------------------------------------------------------
@@ -323,22 +324,25 @@ def minibatch(points: torch.Tensor, packed: torch.Tensor, rows: torch.Tensor) ->
 @dataclass
 class Progress:
     """Where a batch's training is: the next update `it`, the epoch's shuffle order (T, N), the
-    samples kept so far [(update, (T, 2500, 2))], the last update's (D, G) losses (T,) each, and
-    the seconds spent training in earlier processes (a run stopped and continued)."""
+    samples kept so far [(update, (T, 2500, 2))], the last update's (D, G) losses (T,) each, the
+    seconds spent training in earlier processes (a run stopped and continued), and the scores
+    along the way [(update, [each trial's scores])] (pacgan_curves.Watch)."""
 
     it: int = 0
     order: torch.Tensor | None = None
     kept: list = field(default_factory=list)
     result: tuple | None = None
     seconds: float = 0.0
+    scores: list = field(default_factory=list)
 
 
 def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generator: torch.Generator,
           iterations: int, keep: set[int], eval_z: torch.Tensor, update: Update | None = None,
-          progress: Progress | None = None, stop=None) -> Progress:
+          progress: Progress | None = None, stop=None, watch: curves.Watch | None = None) -> Progress:
     """Updates progress.it .. iterations - 1 of every trial, a new shuffle per trial each epoch
     (ShuffledScheme); G's samples at the updates in `keep`. update: how an update runs (default:
-    eager). stop(it) -> True: stop before update `it` (then progress.it < iterations)."""
+    eager). stop(it) -> True: stop before update `it` (then progress.it < iterations). watch:
+    scores every trial when it is due (progress.scores) and says where the batch is."""
     T, N, M = packed.shape
     P = SETUP["batch_packs"]
     per_epoch = N // P
@@ -355,14 +359,19 @@ def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generato
         zs = torch.randn(T, M, P, SETUP["latent_dim"], generator=generator, device=device)
         progress.result = update(real, zs)
         progress.it = it + 1
-        if it + 1 in keep:
-            progress.kept.append((it + 1, sample(players, eval_z)))
+        if it + 1 in keep or (watch is not None and watch.due(it + 1)):
+            samples = sample(players, eval_z)  # (T, 2500, 2)
+            if it + 1 in keep:
+                progress.kept.append((it + 1, samples))
+            if watch is not None and watch.due(it + 1):
+                progress.scores.append(watch(it + 1, samples))
     return progress
 
 
 def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterations: int, device: str = "cpu",
               snapshots: bool = False, threads: int | None = None, precision: str = "fp32",
-              checkpoint: str | None = None, deadline: float | None = None) -> list[dict] | None:
+              checkpoint: str | None = None, deadline: float | None = None,
+              score_every: int | None = None, name: str = "batch") -> list[dict] | None:
     """Train trials (datas[t], M_t, seeds[t]) together and score each as `trial` does (pack: one M,
     or each trial's M_t: see stack_players); one dict per
     trial with trial()'s keys. `seconds` is the batch's training time (the trials finish together).
@@ -370,13 +379,16 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     CUDA graph, and precision tf32 lets its matrix products use TF32 (fp32: as published).
     checkpoint: a file (pacgan_checkpoint) that a finished batch's results are read from and
     written to, and a stopped batch continues from; deadline (time.time()): stop there, write the
-    checkpoint and return None."""
+    checkpoint and return None. score_every: score every trial every so many updates (its `curve`)
+    and print a progress line headed `name` (default: pacgan_curves.default_every)."""
     if len(datas) != len(seeds) or not seeds:
         raise ValueError(f"run_batch needs one dataset per seed, got {len(datas)} and {len(seeds)}")
     if deadline is not None and checkpoint is None:
         raise ValueError("run_batch: a deadline needs a checkpoint to stop to")
+    score_every = score_every or curves.default_every(iterations)
     key = {"datas": list(datas), "packs": _packs(pack, seeds), "seeds": list(seeds), "iterations": iterations,
-           "device": torch.device(device).type, "precision": precision, "snapshots": snapshots}
+           "device": torch.device(device).type, "precision": precision, "snapshots": snapshots,
+           "score_every": score_every}
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and (done := ckpt.load_results(path, key)) is not None:
         return done
@@ -395,7 +407,10 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     update = Update(players, graph=torch.device(device).type == "cuda")
     progress = _resumed(path, key, players, update.adam, generator, device)
     stop = (lambda it: time.time() >= deadline) if deadline is not None else None
-    progress = train(players, points, packed, generator, iterations, keep, eval_z, update, progress, stop)
+    watch = curves.Watch(name, [curves.row_label(d, m) for d, m in zip(datas, players.packs, strict=True)],
+                         [PACGAN_TOYS[d] for d in datas], score_every, iterations)
+    watch.start(progress.it)
+    progress = train(players, points, packed, generator, iterations, keep, eval_z, update, progress, stop, watch)
     progress.seconds += time.perf_counter() - started
     if progress.it < iterations:
         ckpt.save_progress(path, key, players, update.adam, generator, progress)
@@ -411,8 +426,8 @@ def _resumed(path: Path | None, key: dict, players: Players, adam, generator, de
     saved = ckpt.load_progress(path, key, players, adam, generator) if path is not None else None
     if saved is None:
         return Progress()
-    it, order, kept, result, seconds = saved
-    return Progress(it, None if order is None else order.to(device), list(kept), result, seconds)
+    it, order, kept, result, seconds, scores = saved
+    return Progress(it, None if order is None else order.to(device), list(kept), result, seconds, list(scores))
 
 
 def _scored(datas, seeds, players, eval_z, progress, update, device, precision, iterations) -> list[dict]:
@@ -427,5 +442,6 @@ def _scored(datas, seeds, players, eval_z, progress, update, device, precision, 
                         "loss_d": loss_d[t].item(), "loss_g": loss_g[t].item(), "device": str(device),
                         "cuda_graph": update.captured, "precision": precision,
                         **mode_metrics(samples[t], toy), "seconds": round(progress.seconds, 2),
+                        "curve": curves.curve(progress.scores, t),
                         "_samples": samples[t].numpy(), "_snapshots": shots})
     return results

@@ -17,7 +17,7 @@ import torch
 from gankit.errors import ConfigError
 from gankit.files import atomic_write
 
-VERSION = 1
+VERSION = 2  # 2: the scores along the way (--score-every)
 PLAYER_FIELDS = ("g_weights", "g_bias", "bn_scale", "bn_shift", "bn_mean", "bn_var", "d_weights", "d_biases")
 
 
@@ -29,12 +29,12 @@ def save_progress(path: Path, key: dict, players, adam: torch.optim.Optimizer, g
         "players": {f: _detached(getattr(players, f)) for f in PLAYER_FIELDS},
         "adam": adam.state_dict(), "generator": generator.get_state(),
         "it": progress.it, "order": progress.order, "kept": progress.kept,
-        "result": progress.result, "seconds": progress.seconds,
+        "result": progress.result, "seconds": progress.seconds, "scores": progress.scores,
     })
 
 
 def load_progress(path: Path, key: dict, players, adam: torch.optim.Optimizer, generator: torch.Generator):
-    """(it, order, kept, result, seconds) of a stopped batch, its players, Adam and generator
+    """(it, order, kept, result, seconds, scores) of a stopped batch, its players, Adam and generator
     restored in place (the tensors a CUDA graph or Adam refer to stay the same objects); None
     if there is no checkpoint."""
     state = _read(path, key)
@@ -50,7 +50,7 @@ def load_progress(path: Path, key: dict, players, adam: torch.optim.Optimizer, g
                 a.copy_(b)
     adam.load_state_dict(state["adam"])
     generator.set_state(state["generator"])
-    return state["it"], state["order"], state["kept"], state["result"], state["seconds"]
+    return state["it"], state["order"], state["kept"], state["result"], state["seconds"], state["scores"]
 
 
 def save_results(path: Path, key: dict, results: list[dict]) -> None:

@@ -1,0 +1,115 @@
+"""Scores along the way for `gankit bench modes --protocol pacgan` (`--score-every UPDATES`).
+
+Every `every` updates each trial's 2,500 scoring samples are scored (modes, high-quality share,
+reverse KL), a progress line says where the batch is and how long it has to go, and at the end
+curves.png draws every row's mean against updates beside its published value. A 400,000-update
+run takes half an hour on a GPU and days on a CPU: the lines are how it is watched, and the
+curves say whether a gap to the published row is still closing at the end or has settled.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from gankit.data.toy import ToyDistribution
+from gankit.metrics.toy import mode_metrics
+from gankit.theory import plots
+
+SCORES_PER_RUN = 20  # the default --score-every: iterations / 20
+METRICS = ("modes", "high_quality", "reverse_kl")
+LABELS = {"modes": "modes", "high_quality": "high quality %", "reverse_kl": "reverse KL (nats)"}
+
+
+def default_every(iterations: int) -> int:
+    return max(1, iterations // SCORES_PER_RUN)
+
+
+def row_label(data: str, pack: int) -> str:
+    return f"{data} {'GAN' if pack == 1 else f'PacGAN{pack}'}"
+
+
+class Watch:
+    """Scores a batch's trials every `every` updates and prints where the batch is. names: each
+    trial's row (row_label); toys: each trial's distribution, in the batch's order."""
+
+    def __init__(self, batch: str, names: list[str], toys: list[ToyDistribution], every: int, iterations: int):
+        if every <= 0:
+            raise ValueError(f"score every a positive number of updates, got {every}")
+        self.batch, self.names, self.toys = batch, names, toys
+        self.every, self.iterations = every, iterations
+        self.start(0)
+
+    def start(self, it: int) -> None:
+        """This process trains from update `it` (a continued run: the ETA counts this process only)."""
+        self.start_it, self.started = it, time.perf_counter()
+
+    def due(self, it: int) -> bool:
+        return it % self.every == 0 or it == self.iterations
+
+    def __call__(self, it: int, samples: torch.Tensor) -> tuple[int, list[dict]]:
+        """samples (T, N, 2), G's scoring samples after update `it` -> (it, one score per trial)."""
+        scores = []
+        for x, toy in zip(samples, self.toys, strict=True):
+            m = mode_metrics(x, toy)
+            scores.append({k: float(m[k]) for k in METRICS})
+        print(self.line(it, scores), flush=True)
+        return it, scores
+
+    def line(self, it: int, scores: list[dict]) -> str:
+        seconds = time.perf_counter() - self.started
+        left = seconds / max(1, it - self.start_it) * (self.iterations - it)
+        text = [f"  {self.batch}: update {it:,} of {self.iterations:,} ({100 * it / self.iterations:.0f}%), "
+                f"{seconds:,.0f} s, about {left:,.0f} s to go"]
+        for name in dict.fromkeys(self.names):
+            mine = [s for s, n in zip(scores, self.names, strict=True) if n == name]
+            kl = [s["reverse_kl"] for s in mine]
+            kl_text = f"{statistics.fmean(kl):.2f}" if all(math.isfinite(v) for v in kl) else "inf"
+            text.append(f"      {name}, mean of {len(mine)}: {statistics.fmean(s['modes'] for s in mine):.1f} modes, "
+                        f"{statistics.fmean(s['high_quality'] for s in mine):.1f}% high quality, reverse KL {kl_text}")
+        return "\n".join(text)
+
+
+def curve(scores: list[tuple[int, list[dict]]], t: int) -> list[dict]:
+    """Trial t's scores along the way: [{"iteration", "modes", "high_quality", "reverse_kl"}]."""
+    return [{"iteration": it, **per_trial[t]} for it, per_trial in scores]
+
+
+def figure(path, results: list[dict], datasets, packs, published: dict) -> None:
+    """A row per dataset, a panel per metric: each pack's mean over its trials against updates
+    (band: +- standard error), its published value dashed in the same colour."""
+    fig, axes = plots.figure(len(datasets), len(METRICS), width=3.6, height=2.8)
+    colours = dict(zip(packs, ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"), strict=False))
+    for row, data in enumerate(datasets):
+        for col, metric in enumerate(METRICS):
+            ax = axes[row * len(METRICS) + col]
+            for m in packs:
+                _draw(ax, [r["curve"] for r in results if (r["data"], r["pack"]) == (data, m)], metric,
+                      colours.get(m, "grey"), row_label(data, m), published.get((data, m)))
+            ax.set_title(f"{data}: {LABELS[metric]}", fontsize=8)
+            ax.set_xlabel("updates", fontsize=7)
+            ax.tick_params(labelsize=7)
+            if col == 0:
+                ax.legend(fontsize=6)
+    plots.save(fig, path)
+
+
+def _draw(ax, curves: list[list[dict]], metric: str, colour: str, label: str, published: dict | None) -> None:
+    if not curves or not curves[0]:
+        return
+    its = np.array([p["iteration"] for p in curves[0]])
+    values = np.array([[p[metric] for p in c] for c in curves], dtype=float)  # (trials, points)
+    values[~np.isfinite(values)] = np.nan  # reverse KL of a trial without a high-quality sample
+    with warnings.catch_warnings():  # a point where every trial's value is nan stays nan, unplotted
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, 0)
+        se = np.nanstd(values, 0, ddof=1) / np.sqrt(len(curves)) if len(curves) > 1 else np.zeros(len(its))
+    ax.plot(its, mean, color=colour, linewidth=1.2, label=f"{label} ({len(curves)})")
+    ax.fill_between(its, mean - se, mean + se, color=colour, alpha=0.2, linewidth=0)
+    if published is not None:
+        ax.axhline(published[metric][0], color=colour, linestyle="--", linewidth=0.8)
