@@ -139,7 +139,7 @@ def test_run_batch_returns_what_trial_returns(monkeypatch):
     monkeypatch.setattr(pb, "sample", lambda players, z: zs.append(z) or sample(players, z))
     monkeypatch.setattr(pacgan, "_samples", lambda G, z: theirs.append(z) or samples(G, z))
     results = pb.run_batch(["ring8", "grid25"], 2, [0, 1], 50, "cpu", snapshots=True)
-    keys = set(pacgan.trial("ring8", 2, 1, 1).keys())
+    keys = set(pacgan.trial("ring8", 2, 1, 1)[0].keys())
     assert torch.equal(zs[-1][1], theirs[-1])  # the scoring z of seed 1 is trial()'s
     assert [(r["data"], r["seed"], r["pack"]) for r in results] == [("ring8", 0, 2), ("grid25", 1, 2)]
     for r, most in zip(results, (8, 25), strict=True):

@@ -34,7 +34,7 @@ def test_a_batchs_curve_is_its_own_scores_at_every_scored_update(capsys):
 
 
 def test_the_loop_engine_keeps_the_same_curve(capsys):
-    r = pacgan.trial("grid25", 1, 0, 12, score_every=5)
+    [r] = pacgan.trial("grid25", 1, 0, 12, score_every=5)
     assert [p["iteration"] for p in r["curve"]] == [5, 10, 12]
     assert {k: v for k, v in r["curve"][-1].items() if k != "iteration"} == _final(r)
     assert "grid25 GAN, seed 0: update 5 of 12" in capsys.readouterr().out

@@ -573,8 +573,9 @@ def _add_bench(commands) -> None:
                    help="comma-separated packing degrees M (D judges M samples at once), 1 = the GAN; quick: M "
                    "must divide the batch of 100 (default: quick 1; pacgan 1,2,3,4)")
     q.add_argument("--g-ema", default=None,
-                   help="quick: comma-separated half-lives in images of an EMA of G's weights, 0 = off; an EMA "
-                   "run is scored from its EMA generator (default: 0)")
+                   help="comma-separated half-lives in images of an EMA of G's weights, 0 = off; an EMA run is "
+                   "scored from its EMA generator; pacgan: images are generated examples of its minibatch, 100 an "
+                   "update (default: 0)")
     q.add_argument("--trials", type=int, default=None, help="pacgan: trials per row (default: 10, as published)")
     q.add_argument("--iterations", type=int, default=None,
                    help="updates per run (default: quick 2000; pacgan 400000 = 400 epochs of 1000, as published)")
@@ -604,17 +605,16 @@ def _cmd_bench_modes(args: argparse.Namespace) -> int:
     if args.protocol == "pacgan":
         from gankit.theory import pacgan
 
-        given = [f for f, v in (("--seeds", args.seeds), ("--k", args.k), ("--g-loss", args.g_loss),
-                                ("--g-ema", args.g_ema)) if v is not None]
+        given = [f for f, v in (("--seeds", args.seeds), ("--k", args.k), ("--g-loss", args.g_loss)) if v is not None]
         if given:
             raise GankitError(f"{', '.join(given)}: for --protocol quick only; the pacgan protocol is "
-                              f"the published set-up (use --packs, --trials, --iterations)")
+                              f"the published set-up (use --packs, --g-ema, --trials, --iterations)")
         packs = _int_list("--packs", args.packs or "1,2,3,4", "1,2")
         record = pacgan.run(args.out, args.seed, pacgan.SETUP["trials"] if args.trials is None else args.trials,
                             packs, datasets, pacgan.ITERATIONS if args.iterations is None else args.iterations,
                             args.jobs, args.device or "auto", log=sys.stdout, engine=args.engine or "auto",
                             precision=args.precision or "fp32", stop_after=args.stop_after,
-                            score_every=args.score_every)
+                            score_every=args.score_every, g_emas=_float_list("--g-ema", args.g_ema or "0", "0,10000"))
         return 3 if record.get("stopped") else 0
     from gankit.theory import modes
 

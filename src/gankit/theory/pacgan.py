@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from gankit.data.toy import TOY_DISTRIBUTIONS, ToyDistribution
+from gankit import ema
 from gankit.devices import resolve_device
 from gankit.errors import ConfigError
 from gankit.files import atomic_write, write_json
@@ -156,13 +157,22 @@ def simultaneous_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, 
     return loss_d.detach(), loss_g.detach()
 
 
+def ema_beta(half_life: float) -> float:
+    """--g-ema's beta (gankit.ema.decay) for one update: half-life in generated examples, PacGAN's
+    minibatch of 100 (packs) an update, whatever M; 0: no average (beta 0, the EMA is G)."""
+    return ema.decay(SETUP["batch_packs"], 0, half_life) if half_life > 0 else 0.0
+
+
 # --- one trial -----------------------------------------------------------------------------------
 
 def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = False,
-          threads: int | None = None, device: str = "cpu", score_every: int | None = None) -> dict:
+          threads: int | None = None, device: str = "cpu", score_every: int | None = None,
+          g_emas: tuple[float, ...] = ()) -> list[dict]:
     """Train one PacGAN-M (M = 1: the vanilla GAN) and score 2,500 samples; optionally keep samples
     at SNAPSHOTS of training; score them every `score_every` updates (its `curve`; default:
-    pacgan_curves.default_every), with a progress line. `threads` limits torch in a worker process.
+    pacgan_curves.default_every), with a progress line. One dict per scorer: G, then an EMA of G
+    for each half-life in g_emas (ema_beta), which follows G and does not change its training.
+    `threads` limits torch in a worker process.
     Every random number is drawn on the CPU, so a trial's data, noise and initial weights do not
     depend on `device`."""
     if threads is not None:
@@ -176,13 +186,15 @@ def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = Fa
     G, D = G.to(device), D.to(device)
     opt_G = torch.optim.Adam(G.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
     opt_D = torch.optim.Adam(D.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+    scorers = [G, *(ema.make_ema(G) for _ in g_emas)]  # the generators each trial is scored from
     points = toy.sample(s["dataset_size"], rng).to(device)  # (100000, 2): the fixed training set
     packed = torch.randint(s["dataset_size"], (s["dataset_size"], pack), generator=rng)  # (N, M) point ids
     per_epoch = s["dataset_size"] // s["batch_packs"]
     keep = {max(1, round(f * iterations)) for f in SNAPSHOTS} if snapshots else set()
     eval_z = torch.randn(s["samples"], s["latent_dim"], generator=torch.Generator().manual_seed(10_000 + seed)).to(device)
-    kept = []
-    watch = curves.Watch(f"{curves.row_label(data, pack)}, seed {seed}", [curves.row_label(data, pack)], [toy],
+    kept = [[] for _ in scorers]
+    labels = [curves.row_label(data, pack, h) for h in (0.0, *g_emas)]
+    watch = curves.Watch(f"{labels[0]}, seed {seed}", labels, [toy] * len(labels),
                          score_every or curves.default_every(iterations), iterations)
     scores = []
     order = torch.empty(0, dtype=torch.long)
@@ -193,17 +205,23 @@ def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = Fa
         real = points[packed[rows].flatten().to(device)]  # (P*M, 2), pack after pack
         zs = [torch.randn(s["batch_packs"], s["latent_dim"], generator=rng).to(device) for _ in range(pack)]
         loss_d, loss_g = simultaneous_step(G, D, opt_G, opt_D, real, zs)
+        for average, h in zip(scorers[1:], g_emas, strict=True):
+            ema.update(average, G, ema_beta(h))
         if it + 1 in keep:
-            shot = _samples(G, eval_z)
-            kept.append({"iteration": it + 1, "samples": shot.numpy(), **mode_metrics(shot, toy)})
+            for mine, scorer in zip(kept, scorers, strict=True):
+                shot = _samples(scorer, eval_z)
+                mine.append({"iteration": it + 1, "samples": shot.numpy(), **mode_metrics(shot, toy)})
         if watch.due(it + 1):
-            scores.append(watch(it + 1, _samples(G, eval_z)[None]))
-    samples = _samples(G, eval_z)
-    return {"data": data, "pack": pack, "seed": seed, "iterations": iterations,
-            "loss_d": loss_d.item(), "loss_g": loss_g.item(), "device": str(device),
-            "cuda_graph": False, "precision": "fp32",
-            **mode_metrics(samples, toy), "seconds": round(time.perf_counter() - started, 2),
-            "curve": curves.curve(scores, 0), "_samples": samples.numpy(), "_snapshots": kept}
+            scores.append(watch(it + 1, torch.stack([_samples(g, eval_z) for g in scorers])))
+    seconds = round(time.perf_counter() - started, 2)
+    results = []
+    for e, (scorer, h) in enumerate(zip(scorers, (0.0, *g_emas), strict=True)):
+        samples = _samples(scorer, eval_z)
+        results.append({"data": data, "pack": pack, "g_ema": float(h), "seed": seed, "iterations": iterations,
+                        "loss_d": loss_d.item(), "loss_g": loss_g.item(), "device": str(device),
+                        "cuda_graph": False, "precision": "fp32", **mode_metrics(samples, toy), "seconds": seconds,
+                        "curve": curves.curve(scores, e), "_samples": samples.numpy(), "_snapshots": kept[e]})
+    return results
 
 
 def _samples(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -220,7 +238,8 @@ def _samples(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
 def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tuple[int, ...] = PACKS,
         datasets: tuple[str, ...] = DATASETS, iterations: int = ITERATIONS, jobs: int | None = None,
         device: str = "cpu", log: TextIO | None = None, engine: str = "auto", precision: str = "fp32",
-        stop_after: float | None = None, one_batch: bool | None = None, score_every: int | None = None) -> dict:
+        stop_after: float | None = None, one_batch: bool | None = None, score_every: int | None = None,
+        g_emas: tuple[float, ...] = (0.0,)) -> dict:
     """Every (dataset, pack, trial); write results.json, table.txt and collapse.png to out.
     device: auto, cpu or cuda (on a GPU, the `jobs` worker processes share it). engine: loop (one
     trial at a time per process, `trial`), batched (the trials of one pack trained together,
@@ -231,7 +250,8 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     one_batch: every trial in one batch of mixed packs (default: on CUDA, where an update of a
     pack's 20 trials is launch-bound; on a CPU, compute-bound, a batch per pack wastes nothing).
     score_every: score every trial every so many updates, with a progress line, into results.json
-    (`curve`) and curves.png (default: 20 times a run)."""
+    (`curve`) and curves.png (default: 20 times a run). g_emas: each (dataset, pack) row
+    again, its trials scored from an EMA of G of each half-life (ema_beta): the same runs."""
     if precision not in ("fp32", "tf32"):
         raise ConfigError(f"--precision must be fp32 or tf32 for --protocol pacgan; got {precision!r}")
     bad = [d for d in datasets if d not in DATASETS]
@@ -239,6 +259,10 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         raise ConfigError(f"--datasets: {bad or 'nothing given'}; choose from {', '.join(DATASETS)}")
     if not packs or any(m <= 0 for m in packs):
         raise ConfigError(f"--packs must list positive integers, got {list(packs)}")
+    if any(not 0 <= h < math.inf for h in g_emas):
+        raise ConfigError(f"--g-ema must list finite half-lives >= 0 (0: G itself), got {list(g_emas)}")
+    g_emas = tuple(dict.fromkeys(float(h) for h in g_emas if h))  # G itself is always scored; twice is once
+    methods = list(itertools.product(packs, (0.0, *g_emas)))  # (M, EMA half-life) of each row
     for name, v in (("--trials", trials), ("--iterations", iterations), ("--score-every", 1 if score_every is None else score_every)):
         if v <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {v}")
@@ -251,44 +275,38 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     if stop_after is not None and (engine == "loop" or stop_after <= 0):
         raise ConfigError(f"--stop-after must be a positive number of seconds, with the batched engine; "
                           f"got {stop_after} with the {engine} engine")
+    emas = f"; each also scored from G's EMAs of half-life {list(g_emas)}" if g_emas else ""
     say(log, f"gankit bench modes --protocol pacgan: {len(datasets) * len(packs) * trials} trials "
-             f"({', '.join(datasets)}; packs {list(packs)}; {trials} trials each; {iterations:,} updates "
+             f"({', '.join(datasets)}; packs {list(packs)}{emas}; {trials} trials each; {iterations:,} updates "
              f"each, published {ITERATIONS:,}) on {jobs} processes, {dev}, {engine} engine")
     started = time.perf_counter()
     every = score_every if score_every is not None else curves.default_every(iterations)
     if engine == "loop":
-        results = _train_loop(datasets, packs, trials, seed, iterations, jobs, dev, every)
+        results = _train_loop(datasets, packs, g_emas, trials, seed, iterations, jobs, dev, every)
     else:
         deadline = None if stop_after is None else time.time() + stop_after
         one = dev == "cuda" if one_batch is None else one_batch
-        results = _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision, out, deadline, one,
-                                 every)
+        results = _train_batched(datasets, packs, g_emas, trials, seed, iterations, jobs, dev, precision, out,
+                                 deadline, one, every)
     if results is None:
         say(log, f"stopped after {time.perf_counter() - started:.0f} s (--stop-after {stop_after:g}); where each batch "
                  f"is: {out / 'checkpoints'}. The same command continues from there.")
         return {"stopped": True, "checkpoints": str(out / "checkpoints")}
-    rows = []
-    for data, m in itertools.product(datasets, packs):
-        runs = [r for r in results if (r["data"], r["pack"]) == (data, m)]
-        row = {"data": data, "pack": m, "seeds": [r["seed"] for r in runs],
-               **{k: summary([float(r[k]) for r in runs]) for k in METRICS}}
-        pub = PUBLISHED.get((data, m))
-        row["published"] = pub
-        row["within"] = {k: within(row[k], pub[k]) for k in METRICS} if pub else None
-        rows.append(row)
     record = {
         "command": "bench modes --protocol pacgan", "seed": seed, "trials": trials, "packs": list(packs),
+        "g_emas": list(g_emas), "g_ema_unit": "generated examples (PacGAN's minibatch: 100 an update); each "
+                                              "trial scored from G and from each EMA",
         "iterations": iterations, "published_iterations": ITERATIONS, "device": dev, "jobs": jobs, "engine": engine,
         "precision": precision, "score_every": every,
-        "setup": SETUP, "rows": rows,
+        "setup": SETUP, "rows": _rows(results, datasets, methods),
         "published_source": "PacGAN (Lin et al. 2018), Table 1: mean +- standard error over 10 trials",
         "mode_captured": "at least one high-quality sample (within 3 std of its nearest mode), PacGAN's code",
         "within": "|ours - published| <= our standard error + the published one (the error bars overlap)",
         "trial_seconds": [r["seconds"] for r in results],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    _figure(out / "collapse.png", results, datasets, packs)
-    curves.figure(out / "curves.png", results, datasets, packs, PUBLISHED)
+    _figure(out / "collapse.png", results, datasets, methods)
+    curves.figure(out / "curves.png", results, datasets, methods, PUBLISHED)
     for r in results:
         r.pop("_samples")
         # the scores along the way (every trial in the batched engine, trial 0 in the loop engine)
@@ -304,6 +322,25 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     return record
 
 
+def _rows(results: list[dict], datasets, methods) -> list[dict]:
+    """One row per (dataset, pack, EMA): mean +- standard error of its trials, and the published
+    row beside it (PacGAN's own rows: no EMA). An EMA row also has `paired`: its trials' scores
+    minus the same trials' scores from G, mean +- standard error (one run, two scorers)."""
+    rows = []
+    for data, (m, h) in itertools.product(datasets, methods):
+        runs = [r for r in results if (r["data"], r["pack"], r["g_ema"]) == (data, m, h)]
+        row = {"data": data, "pack": m, "g_ema": h, "seeds": [r["seed"] for r in runs],
+               **{k: summary([float(r[k]) for r in runs]) for k in METRICS}}
+        pub = None if h else PUBLISHED.get((data, m))
+        row["published"] = pub
+        row["within"] = {k: within(row[k], pub[k]) for k in METRICS} if pub else None
+        if h:
+            plain = {r["seed"]: r for r in results if (r["data"], r["pack"], r["g_ema"]) == (data, m, 0.0)}
+            row["paired"] = {k: summary([float(r[k]) - float(plain[r["seed"]][k]) for r in runs]) for k in METRICS}
+        rows.append(row)
+    return rows
+
+
 def choose_engine(engine: str, device: str) -> str:
     """--engine auto|batched|loop -> batched or loop. auto: batched on every device. On a GPU one
     trial's update is launch-bound; on a CPU it is compute-bound, but the batched update was still
@@ -313,18 +350,21 @@ def choose_engine(engine: str, device: str) -> str:
     return "batched" if engine == "auto" else engine
 
 
-def _train_loop(datasets, packs, trials, seed, iterations, jobs, dev, every) -> list[dict]:
-    """One `trial` per (dataset, pack, trial), in `jobs` processes of one thread each."""
+def _train_loop(datasets, packs, g_emas, trials, seed, iterations, jobs, dev, every) -> list[dict]:
+    """One `trial` per (dataset, pack, trial), in `jobs` processes of one thread each; its results
+    (G's, then each EMA's) in the order of `_rows`."""
     threads = None if jobs == 1 else 1  # the pool runs one process per core
-    tasks = [(data, m, seed + t, iterations, t == 0, threads, dev, every)
+    tasks = [(data, m, seed + t, iterations, t == 0, threads, dev, every, g_emas)
              for data, m, t in itertools.product(datasets, packs, range(trials))]
     if jobs == 1:
-        return [trial(*t) for t in tasks]
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(trial, *zip(*tasks, strict=True)))
+        done = [trial(*t) for t in tasks]
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            done = list(pool.map(trial, *zip(*tasks, strict=True)))
+    return _in_row_order([r for rs in done for r in rs], datasets, packs, g_emas, seed, trials)
 
 
-def _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precision, out: Path,
+def _train_batched(datasets, packs, g_emas, trials, seed, iterations, jobs, dev, precision, out: Path,
                    deadline: float | None, one_batch: bool, every: int) -> list[dict] | None:
     """`run_batch` on every trial at once (one_batch: packs mixed, see pacgan_batched.stack_players)
     or once per pack M, and on a CPU each pack's trials split into `jobs` batches, one process of
@@ -341,7 +381,7 @@ def _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precisi
     jobs = min(jobs, len(parts))
     threads = None if jobs == 1 else 1  # one thread per worker process: one per core
     batches = [([d for _, d, _ in part], [m for m, _, _ in part], [s for _, _, s in part], iterations, dev, True,
-                threads, precision, str(out / "checkpoints" / f"{name}.pt"), deadline, every, name)
+                threads, precision, str(out / "checkpoints" / f"{name}.pt"), deadline, every, name, g_emas)
                for name, part in parts]
     if jobs == 1:
         done = [run_batch(*b) for b in batches]
@@ -350,8 +390,14 @@ def _train_batched(datasets, packs, trials, seed, iterations, jobs, dev, precisi
             done = list(pool.map(run_batch, *zip(*batches, strict=True)))
     if any(rs is None for rs in done):
         return None
-    order = {key: i for i, key in enumerate(itertools.product(datasets, packs, range(seed, seed + trials)))}
-    return sorted((r for rs in done for r in rs), key=lambda r: order[(r["data"], r["pack"], r["seed"])])
+    return _in_row_order([r for rs in done for r in rs], datasets, packs, g_emas, seed, trials)
+
+
+def _in_row_order(results: list[dict], datasets, packs, g_emas, seed, trials) -> list[dict]:
+    """Results sorted by dataset, pack, scorer (G, then each EMA) and seed, as the table reads."""
+    order = {key: i for i, key in
+             enumerate(itertools.product(datasets, packs, (0.0, *g_emas), range(seed, seed + trials)))}
+    return sorted(results, key=lambda r: order[(r["data"], r["pack"], r["g_ema"], r["seed"])])
 
 
 def summary(values: list[float]) -> dict:
@@ -375,34 +421,39 @@ def table(record: dict) -> str:
     they agree within the error bars."""
     names = {"ring8": "2D-ring", "grid25": "2D-grid"}
     places = {"modes": 1, "high_quality": 1, "reverse_kl": 2}
-    lines = [f"{'':<28}{'modes':>18}{'high quality %':>20}{'reverse KL':>18}"]
+    width = max(26, *(len(curves.method_label(r["pack"], r.get("g_ema", 0))) + 15 for r in record["rows"]))
+    lines = [f"{'':<{width + 2}}{'modes':>18}{'high quality %':>20}{'reverse KL':>18}"]
     for data in dict.fromkeys(r["data"] for r in record["rows"]):
         lines.append(f"{names[data]} ({data}), mean +- standard error over {record['trials']} trials, "
                      f"{record['iterations']:,} updates")
         for r in (r for r in record["rows"] if r["data"] == data):
-            label = "GAN" if r["pack"] == 1 else f"PacGAN{r['pack']}"
+            label = curves.method_label(r["pack"], r.get("g_ema", 0))
             cells = [_pm(r[k]["mean"], r[k]["se"], places[k]) for k in METRICS]
-            lines.append(f"  {label + ' gankit':<26}" + "".join(c.rjust(w) for c, w in zip(cells, (18, 20, 18), strict=True)))
+            lines.append(f"  {label + ' gankit':<{width}}" + "".join(c.rjust(w) for c, w in zip(cells, (18, 20, 18), strict=True)))
             if r["published"]:
                 pub = [_pm(*r["published"][k], places[k]) + {True: " ok", False: " NO", None: " -"}[r["within"][k]]
                        for k in METRICS]
-                lines.append(f"  {label + ' PacGAN Table 1':<26}" + "".join(c.rjust(w) for c, w in zip(pub, (18, 20, 18), strict=True)))
+                lines.append(f"  {label + ' PacGAN Table 1':<{width}}" + "".join(c.rjust(w) for c, w in zip(pub, (18, 20, 18), strict=True)))
+            if r.get("paired"):
+                diff = [_pm(r["paired"][k]["mean"], r["paired"][k]["se"], places[k], signed=True) for k in METRICS]
+                lines.append(f"  {'  minus G, same trials':<{width}}" + "".join(c.rjust(w) for c, w in zip(diff, (18, 20, 18), strict=True)))
     lines.append("ok / NO: our mean +- se overlaps / misses the published mean +- se (-: ours is infinite)")
     return "\n".join(lines)
 
 
-def _pm(mean: float | None, se: float | None, places: int) -> str:
-    return "inf" if mean is None else f"{mean:.{places}f} +- {se:.{places}f}"
+def _pm(mean: float | None, se: float | None, places: int, signed: bool = False) -> str:
+    return "inf" if mean is None else f"{mean:{'+' if signed else ''}.{places}f} +- {se:.{places}f}"
 
 
-def _figure(path: Path, results: list[dict], datasets, packs) -> None:
-    """Trial 0 of each (dataset, pack): its samples over the modes at SNAPSHOTS of training."""
-    combos = list(itertools.product(datasets, packs))
-    first = {(r["data"], r["pack"]): r for r in sorted(results, key=lambda r: r["seed"], reverse=True)}  # lowest seed wins
+def _figure(path: Path, results: list[dict], datasets, methods) -> None:
+    """Trial 0 of each (dataset, (pack, EMA)): its samples over the modes at SNAPSHOTS of training."""
+    combos = [(data, m, h) for data, (m, h) in itertools.product(datasets, methods)]
+    # the lowest seed of each row wins
+    first = {(r["data"], r["pack"], r["g_ema"]): r for r in sorted(results, key=lambda r: r["seed"], reverse=True)}
     cols = max(len(first[c]["_snapshots"]) for c in combos) or 1
     fig, axes = plots.figure(len(combos), cols, width=2.6, height=2.6)
-    for row, (data, m) in enumerate(combos):
-        r = first[(data, m)]
+    for row, (data, m, h) in enumerate(combos):
+        r = first[(data, m, h)]
         shots = r["_snapshots"] or [{"iteration": r["iterations"], "samples": r["_samples"],
                                      "modes": r["modes"], "high_quality": r["high_quality"]}]
         means = PACGAN_TOYS[data].means.numpy()
@@ -418,7 +469,6 @@ def _figure(path: Path, results: list[dict], datasets, packs) -> None:
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
-            label = "GAN" if m == 1 else f"PacGAN{m}"
-            ax.set_title(f"{data} {label}, update {shot['iteration']:,}\n{shot['modes']} modes, "
+            ax.set_title(f"{curves.row_label(data, m, h)}, update {shot['iteration']:,}\n{shot['modes']} modes, "
                          f"{shot['high_quality']:.0f}% HQ", fontsize=7)
     plots.save(fig, path)

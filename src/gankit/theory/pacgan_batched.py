@@ -31,8 +31,9 @@ does too); the logits are the same up to rounding.
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,7 +44,7 @@ from gankit.metrics.toy import mode_metrics
 from gankit.models.pack import Packed
 from gankit.theory import pacgan_checkpoint as ckpt
 from gankit.theory import pacgan_curves as curves
-from gankit.theory.pacgan import PACGAN_TOYS, SETUP, SNAPSHOTS, build_players
+from gankit.theory.pacgan import PACGAN_TOYS, SETUP, SNAPSHOTS, build_players, ema_beta
 
 # --- the stacked players -------------------------------------------------------------------------
 
@@ -64,9 +65,18 @@ class Players:
     column_mask: torch.Tensor | None = None  # (T, 1, 2M): 1 on the columns of a trial's own M points
     bn_weight: torch.Tensor | None = None  # (T, M): batch norm's momentum on a trial's own passes, else 0
     training: bool = True  # eval mode (sample): batch norm on the running statistics
+    emas: list[list[torch.Tensor]] = field(default_factory=list)  # EMAs of g_params(), one per half-life (add_emas)
+    ema_rates: list[float] = field(default_factory=list)  # each EMA's 1 - beta
 
     def g_params(self) -> list[torch.Tensor]:
         return [*self.g_weights, self.g_bias, *self.bn_scale, *self.bn_shift]
+
+    def ema_players(self, i: int) -> Players:
+        """These players with G's weights replaced by its i-th EMA (batch norm's running statistics
+        are G's own: gankit.ema copies the buffers)."""
+        ema, n = self.emas[i], len(self.g_weights)
+        return replace(self, g_weights=ema[:n], g_bias=ema[n], bn_scale=ema[n + 1:n + 5], bn_shift=ema[n + 5:],
+                       emas=[], ema_rates=[])
 
     def d_params(self) -> list[torch.Tensor]:
         return [*self.d_weights, *self.d_biases]
@@ -148,6 +158,22 @@ def unstack(players: Players, t: int) -> tuple[nn.Module, nn.Module]:
             m.weight.copy_(w[t, :m.in_features].t())  # the first layer's own rows
             m.bias.copy_(b[t, 0])
     return G, D
+
+
+def add_emas(players: Players, half_lives: list[float]) -> None:
+    """An EMA of every trial's G for each half-life (gankit.ema's update, half-lives as
+    pacgan.ema_beta takes them), each starting as a copy of G. They follow G and do not change its
+    training: each trial is scored from G and from each EMA (`views`), the same run."""
+    for h in half_lives:
+        players.emas.append([p.detach().clone() for p in players.g_params()])
+        players.ema_rates.append(1.0 - ema_beta(h))
+
+
+@torch.no_grad()
+def update_emas(players: Players) -> None:
+    """Each EMA <- beta EMA + (1 - beta) G (gankit.ema.update: one fused lerp per EMA)."""
+    for ema, rate in zip(players.emas, players.ema_rates, strict=True):
+        torch._foreach_lerp_(ema, players.g_params(), rate)
 
 
 def make_adam(players: Players) -> torch.optim.Adam:
@@ -234,22 +260,27 @@ def gradients(players: Players, real: torch.Tensor, zs: torch.Tensor) -> tuple:
 
 def step(players: Players, adam: torch.optim.Optimizer, real: torch.Tensor,
          zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One update of every trial (`gradients`, then Adam on both players). Returns the (T,) D and
-    G losses, detached."""
+    """One update of every trial (`gradients`, then Adam on both players, then G's EMA if it has
+    one). Returns the (T,) D and G losses, detached."""
     loss_d, loss_g, grads_d, grads_g = gradients(players, real, zs)
     for p, g in zip(players.d_params() + players.g_params(), grads_d + grads_g, strict=True):
         p.grad = g
     adam.step()
+    if players.emas:
+        update_emas(players)
     return loss_d, loss_g
 
 
 def sample(players: Players, z: torch.Tensor) -> torch.Tensor:
     """G in inference mode (running statistics): z (T, N, 2) -> (T, N, 2) on the CPU."""
-    players.training = False
     with torch.no_grad():
-        x = generate(players, z[:, None]).squeeze(1).cpu()
-    players.training = True
-    return x
+        return generate(replace(players, training=False), z[:, None]).squeeze(1).cpu()
+
+
+def views(players: Players, z: torch.Tensor) -> torch.Tensor:
+    """The samples every trial is scored on: G's, then each EMA's: z (T, N, 2) -> (V, N, 2), V = T
+    (1 + EMAs), view e * T + t = trial t seen through scorer e (0: G)."""
+    return torch.cat([sample(p, z) for p in [players, *map(players.ema_players, range(len(players.emas)))]])
 
 
 # --- the update as a CUDA graph ------------------------------------------------------------------
@@ -360,7 +391,7 @@ def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generato
         progress.result = update(real, zs)
         progress.it = it + 1
         if it + 1 in keep or (watch is not None and watch.due(it + 1)):
-            samples = sample(players, eval_z)  # (T, 2500, 2)
+            samples = views(players, eval_z)  # (V, 2500, 2)
             if it + 1 in keep:
                 progress.kept.append((it + 1, samples))
             if watch is not None and watch.due(it + 1):
@@ -371,10 +402,11 @@ def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generato
 def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterations: int, device: str = "cpu",
               snapshots: bool = False, threads: int | None = None, precision: str = "fp32",
               checkpoint: str | None = None, deadline: float | None = None,
-              score_every: int | None = None, name: str = "batch") -> list[dict] | None:
+              score_every: int | None = None, name: str = "batch",
+              g_emas: tuple[float, ...] = ()) -> list[dict] | None:
     """Train trials (datas[t], M_t, seeds[t]) together and score each as `trial` does (pack: one M,
-    or each trial's M_t: see stack_players); one dict per
-    trial with trial()'s keys. `seconds` is the batch's training time (the trials finish together).
+    or each trial's M_t: see stack_players); one dict per trial and scorer (G, then an EMA of G for
+    each half-life in g_emas, `views`), with trial()'s keys. `seconds` is the batch's training time (the trials finish together).
     snapshots: keep every trial's samples at pacgan.SNAPSHOTS of training. On CUDA the update is a
     CUDA graph, and precision tf32 lets its matrix products use TF32 (fp32: as published).
     checkpoint: a file (pacgan_checkpoint) that a finished batch's results are read from and
@@ -386,9 +418,12 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     if deadline is not None and checkpoint is None:
         raise ValueError("run_batch: a deadline needs a checkpoint to stop to")
     score_every = score_every or curves.default_every(iterations)
+    emas = [float(h) for h in g_emas]
+    if not all(0 < h < math.inf for h in emas):
+        raise ValueError(f"EMA half-lives must be positive and finite (G itself is always scored), got {emas}")
     key = {"datas": list(datas), "packs": _packs(pack, seeds), "seeds": list(seeds), "iterations": iterations,
            "device": torch.device(device).type, "precision": precision, "snapshots": snapshots,
-           "score_every": score_every}
+           "score_every": score_every, "g_emas": emas}
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and (done := ckpt.load_results(path, key)) is not None:
         return done
@@ -399,6 +434,7 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"  # this process's own (a worker's)
     started = time.perf_counter()
     players = initial_players(pack, seeds, device)
+    add_emas(players, emas)
     points, packed = training_sets(datas, pack, seeds, device)
     generator = torch.Generator(device=device).manual_seed(seeds[0])
     eval_z = torch.stack([torch.randn(SETUP["samples"], SETUP["latent_dim"],
@@ -407,15 +443,15 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     update = Update(players, graph=torch.device(device).type == "cuda")
     progress = _resumed(path, key, players, update.adam, generator, device)
     stop = (lambda it: time.time() >= deadline) if deadline is not None else None
-    watch = curves.Watch(name, [curves.row_label(d, m) for d, m in zip(datas, players.packs, strict=True)],
-                         [PACGAN_TOYS[d] for d in datas], score_every, iterations)
+    watch = curves.Watch(name, [curves.row_label(d, m, h) for h in [0.0, *emas] for d, m in zip(datas, players.packs, strict=True)],
+                         [PACGAN_TOYS[d] for d in datas] * (1 + len(emas)), score_every, iterations)
     watch.start(progress.it)
     progress = train(players, points, packed, generator, iterations, keep, eval_z, update, progress, stop, watch)
     progress.seconds += time.perf_counter() - started
     if progress.it < iterations:
         ckpt.save_progress(path, key, players, update.adam, generator, progress)
         return None
-    results = _scored(datas, seeds, players, eval_z, progress, update, device, precision, iterations)
+    results = _scored(datas, seeds, emas, players, eval_z, progress, update, device, precision, iterations)
     if path is not None:
         ckpt.save_results(path, key, results)
     return results
@@ -430,18 +466,22 @@ def _resumed(path: Path | None, key: dict, players: Players, adam, generator, de
     return Progress(it, None if order is None else order.to(device), list(kept), result, seconds, list(scores))
 
 
-def _scored(datas, seeds, players, eval_z, progress, update, device, precision, iterations) -> list[dict]:
-    """One dict per trial with trial()'s keys: G's final samples and those kept, scored."""
-    samples = sample(players, eval_z)  # (T, 2500, 2)
+def _scored(datas, seeds, emas, players, eval_z, progress, update, device, precision, iterations) -> list[dict]:
+    """One dict per trial and scorer (view v = e * T + t) with trial()'s keys: the final samples
+    and those kept, scored."""
+    samples = views(players, eval_z)  # (V, 2500, 2)
     loss_d, loss_g = progress.result
+    T = len(seeds)
     results = []
-    for t, (data, seed) in enumerate(zip(datas, seeds, strict=True)):
-        toy = PACGAN_TOYS[data]
-        shots = [{"iteration": it, "samples": x[t].numpy(), **mode_metrics(x[t], toy)} for it, x in progress.kept]
-        results.append({"data": data, "pack": players.packs[t], "seed": seed, "iterations": iterations,
-                        "loss_d": loss_d[t].item(), "loss_g": loss_g[t].item(), "device": str(device),
-                        "cuda_graph": update.captured, "precision": precision,
-                        **mode_metrics(samples[t], toy), "seconds": round(progress.seconds, 2),
-                        "curve": curves.curve(progress.scores, t),
-                        "_samples": samples[t].numpy(), "_snapshots": shots})
+    scorers = [h for h in [0.0, *emas] for _ in range(T)]  # each view's EMA half-life (0: G)
+    for v, h in enumerate(scorers):
+        t = v % T
+        toy = PACGAN_TOYS[datas[t]]
+        shots = [{"iteration": it, "samples": x[v].numpy(), **mode_metrics(x[v], toy)} for it, x in progress.kept]
+        results.append({"data": datas[t], "pack": players.packs[t], "g_ema": h, "seed": seeds[t],
+                        "iterations": iterations, "loss_d": loss_d[t].item(), "loss_g": loss_g[t].item(),
+                        "device": str(device), "cuda_graph": update.captured, "precision": precision,
+                        **mode_metrics(samples[v], toy), "seconds": round(progress.seconds, 2),
+                        "curve": curves.curve(progress.scores, v),
+                        "_samples": samples[v].numpy(), "_snapshots": shots})
     return results

@@ -21,12 +21,17 @@ VERSION = 2  # 2: the scores along the way (--score-every)
 PLAYER_FIELDS = ("g_weights", "g_bias", "bn_scale", "bn_shift", "bn_mean", "bn_var", "d_weights", "d_biases")
 
 
+def _fields(players) -> tuple[str, ...]:
+    """The players' tensors to keep: G's EMAs too where the batch has them (its key says so)."""
+    return PLAYER_FIELDS + (("emas",) if players.emas else ())
+
+
 def save_progress(path: Path, key: dict, players, adam: torch.optim.Optimizer, generator: torch.Generator,
                   progress) -> None:
     """A stopped batch: everything its next update needs (progress: pacgan_batched.Progress)."""
     _write(path, {
         "version": VERSION, "key": key, "done": False,
-        "players": {f: _detached(getattr(players, f)) for f in PLAYER_FIELDS},
+        "players": {f: _detached(getattr(players, f)) for f in _fields(players)},
         "adam": adam.state_dict(), "generator": generator.get_state(),
         "it": progress.it, "order": progress.order, "kept": progress.kept,
         "result": progress.result, "seconds": progress.seconds, "scores": progress.scores,
@@ -43,10 +48,8 @@ def load_progress(path: Path, key: dict, players, adam: torch.optim.Optimizer, g
     if state["done"]:
         raise ConfigError(f"{path}: this batch has finished; read it with load_results")
     with torch.no_grad():
-        for f in PLAYER_FIELDS:
-            mine, saved = getattr(players, f), state["players"][f]
-            for a, b in zip(mine if isinstance(mine, list) else [mine], saved if isinstance(saved, list) else [saved],
-                            strict=True):
+        for f in _fields(players):
+            for a, b in zip(_flat(getattr(players, f)), _flat(state["players"][f]), strict=True):
                 a.copy_(b)
     adam.load_state_dict(state["adam"])
     generator.set_state(state["generator"])
@@ -90,8 +93,13 @@ def _write(path: Path, state: dict) -> None:
 
 def _detached(value):
     if isinstance(value, list):
-        return [t.detach().cpu() for t in value]
+        return [_detached(v) for v in value]
     return value.detach().cpu()
+
+
+def _flat(value) -> list[torch.Tensor]:
+    """A tensor, or nested lists of them, as one list."""
+    return [t for v in value for t in _flat(v)] if isinstance(value, list) else [value]
 
 
 def _map_arrays(value, convert):

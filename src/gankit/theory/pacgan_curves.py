@@ -30,8 +30,14 @@ def default_every(iterations: int) -> int:
     return max(1, iterations // SCORES_PER_RUN)
 
 
-def row_label(data: str, pack: int) -> str:
-    return f"{data} {'GAN' if pack == 1 else f'PacGAN{pack}'}"
+def row_label(data: str, pack: int, g_ema: float = 0.0) -> str:
+    """"ring8 GAN", "grid25 PacGAN2 + EMA 10,000" (the half-life in generated examples)."""
+    return f"{data} {method_label(pack, g_ema)}"
+
+
+def method_label(pack: int, g_ema: float = 0.0) -> str:
+    name = "GAN" if pack == 1 else f"PacGAN{pack}"
+    return name + (f" + EMA {g_ema:,.0f}" if g_ema else "")
 
 
 class Watch:
@@ -80,26 +86,37 @@ def curve(scores: list[tuple[int, list[dict]]], t: int) -> list[dict]:
     return [{"iteration": it, **per_trial[t]} for it, per_trial in scores]
 
 
-def figure(path, results: list[dict], datasets, packs, published: dict) -> None:
-    """A row per dataset, a panel per metric: each pack's mean over its trials against updates
-    (band: +- standard error), its published value dashed in the same colour."""
+COLOURS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")  # one per pack M
+EMA_STYLES = (":", "-.", (0, (5, 1, 1, 1, 1, 1)))  # one per EMA half-life (G itself: solid)
+
+
+def figure(path, results: list[dict], datasets, methods, published: dict) -> None:
+    """A row per dataset, a panel per metric: each method's (pack, EMA half-life) mean over its
+    trials against updates (band: +- standard error); a colour per pack, solid for G, dotted (and
+    so on) for each EMA; the published value dashed in its pack's colour."""
+    packs = list(dict.fromkeys(m for m, _ in methods))
+    emas = list(dict.fromkeys(h for _, h in methods if h))
     fig, axes = plots.figure(len(datasets), len(METRICS), width=3.6, height=2.8)
-    colours = dict(zip(packs, ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"), strict=False))
     for row, data in enumerate(datasets):
         for col, metric in enumerate(METRICS):
             ax = axes[row * len(METRICS) + col]
-            for m in packs:
-                _draw(ax, [r["curve"] for r in results if (r["data"], r["pack"]) == (data, m)], metric,
-                      colours.get(m, "grey"), row_label(data, m), published.get((data, m)))
+            for m, h in methods:
+                mine = [r["curve"] for r in results if (r["data"], r["pack"], r["g_ema"]) == (data, m, h)]
+                style = EMA_STYLES[emas.index(h) % len(EMA_STYLES)] if h else "-"
+                _draw(ax, mine, metric, (COLOURS[packs.index(m) % len(COLOURS)], style), row_label(data, m, h),
+                      None if h else published.get((data, m)))
             ax.set_title(f"{data}: {LABELS[metric]}", fontsize=8)
             ax.set_xlabel("updates", fontsize=7)
             ax.tick_params(labelsize=7)
             if col == 0:
+                ax.plot([], [], color="grey", linestyle="--", linewidth=0.8, label="PacGAN Table 1")
                 ax.legend(fontsize=6)
+    fig.suptitle("mean over each row's trials (their number in brackets), band +- standard error; a colour per "
+                 "pack; dotted: scored from an EMA of G; dashed: the published mean", fontsize=8)
     plots.save(fig, path)
 
 
-def _draw(ax, curves: list[list[dict]], metric: str, colour: str, label: str, published: dict | None) -> None:
+def _draw(ax, curves: list[list[dict]], metric: str, look: tuple, label: str, published: dict | None) -> None:
     if not curves or not curves[0]:
         return
     its = np.array([p["iteration"] for p in curves[0]])
@@ -109,7 +126,8 @@ def _draw(ax, curves: list[list[dict]], metric: str, colour: str, label: str, pu
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(values, 0)
         se = np.nanstd(values, 0, ddof=1) / np.sqrt(len(curves)) if len(curves) > 1 else np.zeros(len(its))
-    ax.plot(its, mean, color=colour, linewidth=1.2, label=f"{label} ({len(curves)})")
+    colour, style = look
+    ax.plot(its, mean, color=colour, linestyle=style, linewidth=1.2, label=f"{label} ({len(curves)})")
     ax.fill_between(its, mean - se, mean + se, color=colour, alpha=0.2, linewidth=0)
     if published is not None:
-        ax.axhline(published[metric][0], color=colour, linestyle="--", linewidth=0.8)
+        ax.axhline(published[metric][0], color=colour, linestyle="--", linewidth=0.6, alpha=0.7)

@@ -1,0 +1,102 @@
+"""An EMA of G in --protocol pacgan (--g-ema): each trial is scored from G and from an EMA of G for
+each half-life, the same run; the batched engine's EMA is gankit.ema's, trial by trial; the EMA
+rows sit beside the published ones in one table."""
+
+import json
+
+import pytest
+import torch
+
+from gankit import ema
+from gankit.cli import main
+from gankit.errors import ConfigError
+from gankit.theory import pacgan
+from gankit.theory import pacgan_batched as pb
+
+SEEDS, DATAS, PACK = [3, 4, 5], ["ring8", "grid25", "ring8"], 2
+HALF_LIVES = [300.0, 5_000.0]
+
+
+def test_the_batched_emas_are_gankit_emas_update_after_each_simultaneous_step():
+    players = pb.initial_players(PACK, SEEDS)
+    pb.add_emas(players, HALF_LIVES)
+    adam = pb.make_adam(players)
+    points, packed = pb.training_sets(DATAS, PACK, SEEDS, "cpu")
+    g = torch.Generator().manual_seed(0)
+    inputs = [(pb.minibatch(points, packed, torch.randint(100_000, (3, 100), generator=g)),
+               torch.randn(3, PACK, 100, 2, generator=g)) for _ in range(3)]
+    for real, zs in inputs:
+        pb.step(players, adam, real, zs)
+    s = pacgan.SETUP
+    for t, seed in enumerate(SEEDS):
+        torch.manual_seed(seed)
+        G, D = pacgan.build_players(PACK)
+        averages = [ema.make_ema(G) for _ in HALF_LIVES]
+        opt_G = torch.optim.Adam(G.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+        opt_D = torch.optim.Adam(D.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+        for real, zs in inputs:
+            pacgan.simultaneous_step(G, D, opt_G, opt_D, real[t], list(zs[t]))
+            for average, h in zip(averages, HALF_LIVES, strict=True):
+                ema.update(average, G, pacgan.ema_beta(h))
+        for e, average in enumerate(averages):
+            ours, _ = pb.unstack(players.ema_players(e), t)
+            for k, theirs in average.state_dict().items():
+                if theirs.dtype.is_floating_point:
+                    torch.testing.assert_close(ours.state_dict()[k], theirs, rtol=1e-4, atol=1e-6, msg=k)
+    live, short, long = players.g_params(), *players.emas
+    assert not torch.equal(short[0], live[0]) and not torch.equal(long[0], short[0])  # each lags G its own way
+    assert (long[0] - live[0]).abs().sum() > (short[0] - live[0]).abs().sum()  # the longer memory lags more
+    assert pacgan.ema_beta(100.0) == 0.5 and pacgan.ema_beta(0.0) == 0.0  # 100 examples an update
+
+
+def test_each_trial_is_scored_from_g_and_from_each_ema_of_the_same_run():
+    plain = pb.run_batch(["ring8", "grid25"], 1, [0, 1], 20, "cpu", snapshots=True)
+    both = pb.run_batch(["ring8", "grid25"], 1, [0, 1], 20, "cpu", snapshots=True, g_emas=(2_000.0,))
+    assert [(r["data"], r["g_ema"]) for r in both] == [("ring8", 0.0), ("grid25", 0.0), ("ring8", 2000.0), ("grid25", 2000.0)]
+    for g, e, p in zip(both[:2], both[2:], plain, strict=True):
+        assert g["_samples"].tolist() == p["_samples"].tolist()  # the EMA does not change G's training
+        assert (g["loss_d"], g["seed"]) == (e["loss_d"], e["seed"])  # one run, two scorers
+        assert e["_samples"].tolist() != g["_samples"].tolist()  # scored from its EMA
+        assert [p["iteration"] for p in e["curve"]] == [p["iteration"] for p in g["curve"]]
+        assert [p["iteration"] for p in e["_snapshots"]] == [1, 2, 10, 20]
+    looped = pacgan.trial("ring8", 1, 1, 8, g_emas=(2_000.0,))
+    assert [r["g_ema"] for r in looped] == [0.0, 2_000.0]
+    assert looped[0]["_samples"].tolist() == pacgan.trial("ring8", 1, 1, 8)[0]["_samples"].tolist()
+    assert looped[1]["_samples"].tolist() != looped[0]["_samples"].tolist()
+    with pytest.raises(ValueError, match="positive and finite"):
+        pb.run_batch(["ring8"], 1, [0], 5, "cpu", g_emas=(0.0,))
+
+
+def test_a_stopped_ema_batch_continues_to_the_uninterrupted_results(tmp_path, monkeypatch):
+    args = (["ring8", "grid25"], 1, [0, 1], 20, "cpu")
+    straight = pb.run_batch(*args, g_emas=(500.0,))
+    now = [1000.0]
+    monkeypatch.setattr(pb.time, "time", lambda: now.__setitem__(0, now[0] + 1) or now[0])
+    path = str(tmp_path / "pack1-0.pt")
+    assert pb.run_batch(*args, checkpoint=path, deadline=1008, g_emas=(500.0,)) is None
+    resumed = pb.run_batch(*args, checkpoint=path, deadline=10_000, g_emas=(500.0,))
+    for x, y in zip(straight, resumed, strict=True):
+        assert x["_samples"].tolist() == y["_samples"].tolist() and x["curve"] == y["curve"]
+    with pytest.raises(ConfigError, match="belongs to another command.*g_emas"):
+        pb.run_batch(*args, checkpoint=path)
+
+
+def test_bench_modes_puts_ema_rows_beside_the_published_ones(tmp_path, capsys):
+    argv = ["bench", "modes", "--protocol", "pacgan", "--iterations", "10", "--trials", "2", "--packs", "1",
+            "--g-ema", "0,5000,5000", "--datasets", "ring8", "--jobs", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["g_emas"] == [5000.0]  # G itself is always scored; a value given twice runs once
+    assert [(r["g_ema"], r["published"] is not None) for r in record["rows"]] == [(0.0, True), (5000.0, False)]
+    assert sorted((r["g_ema"], r["seed"]) for r in record["trial_results"]) == [(0.0, 0), (0.0, 1), (5000.0, 0), (5000.0, 1)]
+    by = {(r["g_ema"], r["seed"]): r for r in record["trial_results"]}
+    ema_row = record["rows"][1]
+    assert ema_row["paired"]["high_quality"]["values"] == \
+        [by[(5000.0, s)]["high_quality"] - by[(0.0, s)]["high_quality"] for s in (0, 1)]  # the same trials
+    assert "paired" not in record["rows"][0]
+    table = (tmp_path / "table.txt").read_text()
+    assert "minus G, same trials" in table
+    assert "GAN + EMA 5,000 gankit" in table and "GAN + EMA 5,000 PacGAN" not in table
+    assert "ring8 GAN + EMA 5,000, mean of 2" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="--g-ema must list finite half-lives >= 0"):
+        pacgan.run(tmp_path / "x", trials=1, packs=(1,), datasets=("ring8",), iterations=5, jobs=1, g_emas=(-1.0,))
