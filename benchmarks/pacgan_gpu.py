@@ -12,7 +12,8 @@ update one CUDA graph, checkpoints between calls).
 3. the run: `gankit bench modes --protocol pacgan` (all rows, 10 trials, 400,000 updates) in the
    faster layout, stopped with every batch checkpointed when the budget ends (exit status 3); the
    next call with --run-only continues from --out, which stays on a device machine held between
-   calls (build/ is not sent again). table.txt, results.json and collapse.png in --out at the end.
+   calls (build/ is not sent again). Every trial is scored from G and from EMAs of G (--g-ema).
+   table.txt, results.json, collapse.png and curves.png in --out at the end.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from gankit.theory import pacgan_batched as pb
 
 
 def graph_check(device: str) -> float:
-    """Largest |eager - graph| over every parameter after 20 updates of 4 trials of mixed packs
-    (1, 2, 1, 2) on the same inputs."""
+    """Largest |eager - graph| over every parameter and G's EMAs (half-lives 10,000 and 100,000,
+    updated inside the graph) after 20 updates of 4 trials of mixed packs (1, 2, 1, 2) on the same
+    inputs."""
     seeds, packs = [0, 1, 2, 3], [1, 2, 1, 2]
     g = torch.Generator(device=device).manual_seed(0)
     inputs = [(torch.randn(4, 200, 2, generator=g, device=device),
@@ -41,11 +43,12 @@ def graph_check(device: str) -> float:
     ends = []
     for graph in (False, True):
         players = pb.initial_players(packs, seeds, device)
+        pb.add_emas(players, [10_000.0, 100_000.0])
         update = pb.Update(players, graph=graph)
         for real, zs in inputs:
             update(real, zs)
         assert update.captured == graph
-        ends.append([p.detach() for p in players.d_params() + players.g_params()])
+        ends.append([p.detach() for p in players.d_params() + players.g_params() + [e for ema in players.emas for e in ema]])
     return max((a - b).abs().max().item() for a, b in zip(*ends, strict=True))
 
 
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packs", default="1,2,3,4", help="the run's packs (default: all four rows)")
     parser.add_argument("--iterations", type=int, default=pacgan.ITERATIONS, help="updates (default: as published)")
     parser.add_argument("--precision", default="tf32", choices=("fp32", "tf32"))
+    parser.add_argument("--g-ema", default="10000,100000",
+                        help="the run's trials are also scored from EMAs of G of these half-lives (nearly free: a "
+                             "few lerps in the update); '' for none")
     parser.add_argument("--out", default="build/pacgan-gpu")
     parser.add_argument("--run-only", action="store_true", help="no checks: continue the run in --out")
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script (no graph check, tiny sizes)")
@@ -106,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'one batch' if one_batch else 'a batch per pack'}, stopping after {left:.0f} s", flush=True)
     record = pacgan.run(out, 0, 10, tuple(packs), pacgan.DATASETS, args.iterations, 1, args.device, log=sys.stdout,
                         engine="batched", precision=args.precision if args.device == "cuda" else "fp32",
-                        stop_after=max(left, 1.0), one_batch=one_batch)
+                        stop_after=max(left, 1.0), one_batch=one_batch,
+                        g_emas=tuple(float(h) for h in args.g_ema.split(",") if h))
     _hand_back(out)
     return 3 if record.get("stopped") else 0
 
@@ -118,7 +125,7 @@ def _hand_back(out: Path) -> None:
         return
     dest = Path(os.environ["OUT"]) / "pacgan"
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("timing.json", "table.txt", "results.json", "collapse.png"):
+    for name in ("timing.json", "table.txt", "results.json", "collapse.png", "curves.png"):
         if (out / name).is_file():
             shutil.copyfile(out / name, dest / name)
 

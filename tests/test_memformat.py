@@ -85,7 +85,11 @@ def test_the_median_decides_and_a_choice_the_rounds_disagree_on_is_not_cached():
         return {"channels_last": [0.014, 0.014, 0.014], "contiguous": [0.011, 0.099, 0.011]}
 
     assert memformat.rounds_agree({"channels_last": [1, 1, 1], "contiguous": [2, 2, 2]})
-    assert not memformat.rounds_agree({"channels_last": [1, 1], "contiguous": [2, 2]})  # too few rounds
+    # a large model: the hard budget left 2 rounds; both agree by a clear margin: settled
+    assert memformat.rounds_agree({"channels_last": [0.70, 0.72], "contiguous": [0.95, 0.90]})
+    assert not memformat.rounds_agree({"channels_last": [0.70, 0.72], "contiguous": [0.75, 0.90]})  # one by 7%
+    assert not memformat.rounds_agree({"channels_last": [0.70, 1.00], "contiguous": [0.95, 0.80]})  # they disagree
+    assert not memformat.rounds_agree({"channels_last": [1], "contiguous": [2]})  # one round is too few
     config, choice = choose(TrainConfig(**DCGAN), SHAPE, None, CPU, busy)
     assert (config.memory_format, choice.settled) == ("contiguous", False)
     assert choice.note().endswith("; the timed rounds disagreed (a busy machine?): not cached, measured again "

@@ -222,10 +222,11 @@ def test_the_graphed_update_trains_like_the_eager_one_on_each_updates_own_inputs
     ends = []
     for graph in (False, True):
         players = pb.initial_players(PACK, SEEDS)
+        pb.add_emas(players, [1_000.0])  # G's EMA is updated inside the iteration (the graph) too
         update = pb.Update(players, graph=graph, graphed=ReplayingRunner)
         losses = [tuple(t.clone() for t in update(real, zs)) for real, zs in inputs]
         assert update.captured == graph
-        ends.append(([p.detach().clone() for p in players.d_params() + players.g_params()], losses))
+        ends.append(([p.detach().clone() for p in players.d_params() + players.g_params() + players.emas[0]], losses))
     for a, b in zip(ends[0][0], ends[1][0], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for (da, ga), (db, gb) in zip(ends[0][1], ends[1][1], strict=True):

@@ -13,7 +13,8 @@ steps in both layouts and keeps the faster; no CPU vendor or instruction set is 
   BUDGET_S (at least MIN_ROUNDS, unless HARD_BUDGET_S has passed); the median of each layout
   decides, a tie keeps channels_last. On a busy machine the rounds can disagree about which
   layout is faster: such a choice is used but not cached (SETTLED), and the next start measures
-  again.
+  again. A large model may get only 2 rounds in HARD_BUDGET_S: their choice is cached when both
+  agree by a clear margin (CLEAR, rounds_agree).
   The throwaway players are built and fed inside torch.random.fork_rng: the run's random
   streams and its players are untouched, so its numbers depend only on the layout chosen.
 - The choice is cached (cache.py: memory-format/choices.json) by CPU model, torch version,
@@ -58,6 +59,7 @@ MIN_ROUNDS, MAX_ROUNDS = 3, 7  # timed steps per layout
 BUDGET_S = 1.0  # timed rounds stop after this (once MIN_ROUNDS are done)
 HARD_BUDGET_S = 2.0  # and after this in any case (a busy machine, a large model), with at least one round
 SETTLED = 0.8  # a choice is cached when at least this share of the rounds agree on the faster layout
+CLEAR = 0.10  # or, after fewer than MIN_ROUNDS (a large model), when every round agrees by this margin or more
 CACHE_VERSION = 1  # part of every key: a change to what is timed starts the cache afresh
 
 Timer = Callable[[TrainConfig, tuple[int, ...], int | None, int], dict[str, list[float]]]
@@ -116,10 +118,16 @@ def pick(ms: dict[str, float]) -> Choice:
 
 def rounds_agree(times: dict[str, list[float]]) -> bool:
     """Whether the timed rounds agree on the faster layout (each round timed both, back to back):
-    at least SETTLED of them, and MIN_ROUNDS rounds were done."""
+    at least SETTLED of MIN_ROUNDS or more; or, when HARD_BUDGET_S left fewer (a step of the 64x64
+    DCGAN at batch 128 takes ~0.7 s on 2 cores, so 2 s hold 2 rounds), at least 2 rounds that all
+    agree with the slower layout at least CLEAR slower in each. Without that second rule a large
+    model's choice was never cached and every start paid the measurement again."""
     rounds = list(zip(*(times[name] for name in LAYOUTS), strict=True))
     first = sum(a < b for a, b in rounds)
-    return len(rounds) >= MIN_ROUNDS and max(first, len(rounds) - first) >= SETTLED * len(rounds)
+    if len(rounds) >= MIN_ROUNDS:
+        return max(first, len(rounds) - first) >= SETTLED * len(rounds)
+    return len(rounds) >= 2 and all(max(a, b) >= (1 + CLEAR) * min(a, b) for a, b in rounds) \
+        and first in (0, len(rounds))
 
 
 def _agreed_cached(world: distributed.World, cached: Choice | None) -> Choice | None:
