@@ -4,6 +4,11 @@ tensors train exactly as T runs of pacgan.simultaneous_step on the unbatched mod
 import itertools
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -355,3 +360,84 @@ def test_the_benchmark_in_one_batch_of_mixed_packs(tmp_path):
         [(d, m, s) for d in ("ring8", "grid25") for m in (1, 2) for s in (0, 1)]
     assert [(r["data"], r["pack"], r["seeds"]) for r in record["rows"]] == \
         [(d, m, [0, 1]) for d in ("ring8", "grid25") for m in (1, 2)]
+
+
+# --- signals and crashes: nothing lost ---------------------------------------------------------------
+
+class _At:
+    """Wraps pb.Update.__call__: at the `n`-th update of this process, `act()` (send a signal, crash)."""
+
+    def __init__(self, monkeypatch, n, act):
+        self.calls, call = 0, pb.Update.__call__
+
+        def counting(update, real, zs):
+            self.calls += 1
+            if self.calls == n:
+                act()
+            return call(update, real, zs)
+
+        monkeypatch.setattr(pb.Update, "__call__", counting)
+
+
+def test_a_sigint_checkpoints_the_batch_at_the_next_update_and_the_same_call_continues(tmp_path, monkeypatch):
+    args = (["ring8", "grid25"], 2, [0, 1], 30, "cpu", True)
+    straight = pb.run_batch(*args)
+    path = str(tmp_path / "pack2-0.pt")
+    _At(monkeypatch, 12, lambda: os.kill(os.getpid(), signal.SIGINT))
+    pb.STOP.signal = None
+    assert pb.run_batch(*args, checkpoint=path) is None  # no KeyboardInterrupt: stopped cleanly
+    assert pb.STOP.signal == signal.SIGINT and torch.load(path, weights_only=True)["it"] == 12
+    assert pb.run_batch(*args, checkpoint=path) is None  # this process was stopped: no new batch starts
+    pb.STOP.signal = None
+    _same_results(straight, pb.run_batch(*args, checkpoint=path))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_a_crash_loses_only_the_updates_since_the_last_periodic_checkpoint(tmp_path, monkeypatch):
+    args = (["ring8"], 1, [0], 30, "cpu", True)
+    straight = pb.run_batch(*args, score_every=5)
+    path = str(tmp_path / "pack1-0.pt")
+    monkeypatch.setattr(pb, "SAVE_EVERY_S", 0.0)  # a checkpoint at every score point
+
+    def crash():
+        raise RuntimeError("the machine went away")
+
+    _At(monkeypatch, 23, crash)
+    with pytest.raises(RuntimeError, match="went away"):
+        pb.run_batch(*args, checkpoint=path, score_every=5)
+    assert torch.load(path, weights_only=True)["it"] == 20  # the last score point before update 23
+    monkeypatch.undo()
+    _same_results(straight, pb.run_batch(*args, checkpoint=path, score_every=5))
+
+
+def test_bench_modes_on_sigint_exits_130_and_the_same_command_finishes(tmp_path, monkeypatch, capsys):
+    argv = ["bench", "modes", "--protocol", "pacgan", "--iterations", "20", "--trials", "1", "--packs", "1",
+            "--datasets", "ring8", "--jobs", "1", "--out", str(tmp_path)]
+    _At(monkeypatch, 7, lambda: os.kill(os.getpid(), signal.SIGINT))
+    assert main(argv) == 130
+    assert "(SIGINT); where each batch is" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert main(argv) == 0 and json.loads((tmp_path / "results.json").read_text())["iterations"] == 20
+
+
+@pytest.mark.slow
+def test_a_sigint_to_the_command_reaches_its_worker_processes(tmp_path):
+    """--jobs 2: the worker processes train; a SIGINT to the command alone (as `kill -INT` sends it,
+    not a terminal's Ctrl-C to the group) reaches both, each checkpoints, and the command exits 130."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "gankit", "bench", "modes", "--protocol", "pacgan", "--iterations", "400000",
+           "--trials", "2", "--packs", "1", "--datasets", "ring8", "--jobs", "2", "--score-every", "200",
+           "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    for line in proc.stdout:  # wait until both batches train
+        seen.append(line)
+        if sum("update 200 of" in x for x in seen) >= 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "(SIGINT); where each batch is" in rest
+    states = [torch.load(p, weights_only=True) for p in sorted((out / "checkpoints").iterdir())]
+    assert len(states) == 2 and all(0 < s["it"] < 400_000 and not s["done"] for s in states)

@@ -615,7 +615,9 @@ def _cmd_bench_modes(args: argparse.Namespace) -> int:
                             args.jobs, args.device or "auto", log=sys.stdout, engine=args.engine or "auto",
                             precision=args.precision or "fp32", stop_after=args.stop_after,
                             score_every=args.score_every, g_emas=_float_list("--g-ema", args.g_ema or "0", "0,10000"))
-        return 3 if record.get("stopped") else 0
+        if record.get("stopped"):  # --stop-after: 3; a signal: 128 + its number, as a shell reports it
+            return 128 + record["signal"] if record.get("signal") else 3
+        return 0
     from gankit.theory import modes
 
     given = [f for f, v in (("--trials", args.trials), ("--device", args.device), ("--engine", args.engine),

@@ -21,10 +21,14 @@ together as stacked tensors (the default).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import multiprocessing
 import os
+import signal
 import statistics
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -34,8 +38,8 @@ from typing import TextIO
 import torch
 from torch import nn
 
-from gankit.data.toy import TOY_DISTRIBUTIONS, ToyDistribution
 from gankit import ema
+from gankit.data.toy import TOY_DISTRIBUTIONS, ToyDistribution
 from gankit.devices import resolve_device
 from gankit.errors import ConfigError
 from gankit.files import atomic_write, write_json
@@ -289,9 +293,12 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         results = _train_batched(datasets, packs, g_emas, trials, seed, iterations, jobs, dev, precision, out,
                                  deadline, one, every)
     if results is None:
-        say(log, f"stopped after {time.perf_counter() - started:.0f} s (--stop-after {stop_after:g}); where each batch "
-                 f"is: {out / 'checkpoints'}. The same command continues from there.")
-        return {"stopped": True, "checkpoints": str(out / "checkpoints")}
+        from gankit.theory.pacgan_batched import STOP
+
+        why = f"--stop-after {stop_after:g}" if STOP.signal is None else signal.Signals(STOP.signal).name
+        say(log, f"stopped after {time.perf_counter() - started:.0f} s ({why}); where each batch is: "
+                 f"{out / 'checkpoints'}. The same command continues from there.")
+        return {"stopped": True, "signal": STOP.signal, "checkpoints": str(out / "checkpoints")}
     record = {
         "command": "bench modes --protocol pacgan", "seed": seed, "trials": trials, "packs": list(packs),
         "g_emas": list(g_emas), "g_ema_unit": "generated examples (PacGAN's minibatch: 100 an update); each "
@@ -370,7 +377,9 @@ def _train_batched(datasets, packs, g_emas, trials, seed, iterations, jobs, dev,
     or once per pack M, and on a CPU each pack's trials split into `jobs` batches, one process of
     one thread each. Each batch checkpoints to out/checkpoints/. The results come back in the loop
     engine's order; None if any batch stopped at the deadline."""
-    from gankit.theory.pacgan_batched import run_batch
+    from gankit.theory.pacgan_batched import STOP, install_stop, run_batch
+
+    STOP.signal = None  # a new command: an earlier one's signal is spent
 
     trials_of = [(m, data, seed + t) for m, data, t in itertools.product(packs, datasets, range(trials))]
     groups = {"all": trials_of} if one_batch else {f"pack{m}": [x for x in trials_of if x[0] == m] for m in packs}
@@ -386,7 +395,8 @@ def _train_batched(datasets, packs, g_emas, trials, seed, iterations, jobs, dev,
     if jobs == 1:
         done = [run_batch(*b) for b in batches]
     else:
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=install_stop) as pool, \
+                _passing_on_signals(STOP):
             done = list(pool.map(run_batch, *zip(*batches, strict=True)))
     if any(rs is None for rs in done):
         return None
@@ -398,6 +408,27 @@ def _in_row_order(results: list[dict], datasets, packs, g_emas, seed, trials) ->
     order = {key: i for i, key in
              enumerate(itertools.product(datasets, packs, (0.0, *g_emas), range(seed, seed + trials)))}
     return sorted(results, key=lambda r: order[(r["data"], r["pack"], r["g_ema"], r["seed"])])
+
+
+@contextlib.contextmanager
+def _passing_on_signals(stop):
+    """While worker processes train: a SIGINT or SIGTERM to this process goes on to each of them
+    (each checkpoints at its next update and stops; a terminal's Ctrl-C reached them already, and
+    StopFlag counts a repeat within a second once); this one records it in `stop` and waits."""
+    def forward(signum, frame):
+        stop.signal = stop.signal or signum
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def summary(values: list[float]) -> dict:

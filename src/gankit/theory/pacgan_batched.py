@@ -32,6 +32,7 @@ does too); the logits are the same up to rounding.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +43,7 @@ from torch import nn
 
 from gankit.metrics.toy import mode_metrics
 from gankit.models.pack import Packed
+from gankit.stopsignal import StopFlag
 from gankit.theory import pacgan_checkpoint as ckpt
 from gankit.theory import pacgan_curves as curves
 from gankit.theory.pacgan import PACGAN_TOYS, SETUP, SNAPSHOTS, build_players, ema_beta
@@ -369,11 +371,13 @@ class Progress:
 
 def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generator: torch.Generator,
           iterations: int, keep: set[int], eval_z: torch.Tensor, update: Update | None = None,
-          progress: Progress | None = None, stop=None, watch: curves.Watch | None = None) -> Progress:
+          progress: Progress | None = None, stop=None, watch: curves.Watch | None = None,
+          save=None) -> Progress:
     """Updates progress.it .. iterations - 1 of every trial, a new shuffle per trial each epoch
     (ShuffledScheme); G's samples at the updates in `keep`. update: how an update runs (default:
     eager). stop(it) -> True: stop before update `it` (then progress.it < iterations). watch:
-    scores every trial when it is due (progress.scores) and says where the batch is."""
+    scores every trial when it is due (progress.scores) and says where the batch is; then
+    save(progress), if given, may checkpoint (an update boundary: a consistent point)."""
     T, N, M = packed.shape
     P = SETUP["batch_packs"]
     per_epoch = N // P
@@ -396,7 +400,38 @@ def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generato
                 progress.kept.append((it + 1, samples))
             if watch is not None and watch.due(it + 1):
                 progress.scores.append(watch(it + 1, samples))
+                if save is not None:
+                    save(progress)
     return progress
+
+
+STOP = StopFlag()  # SIGINT / SIGTERM: every batch of this process checkpoints at the next update and stops
+SAVE_EVERY_S = 300.0  # a running batch also checkpoints at its first score point this long after the last
+
+
+class Periodic:
+    """save(progress) for `train`: a checkpoint at most every SAVE_EVERY_S, so that a process that
+    dies (killed, out of memory, a lost machine) loses minutes, not the run. progress.seconds in
+    the file counts this process's time so far too."""
+
+    def __init__(self, path: Path, key: dict, players: Players, adam, generator, started: float):
+        self.args, self.started = (path, key, players, adam, generator), started
+        self.last = time.perf_counter()
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.perf_counter()
+        if now - self.last >= SAVE_EVERY_S:
+            path, key, players, adam, generator = self.args
+            ckpt.save_progress(path, key, players, adam, generator,
+                               replace(progress, seconds=progress.seconds + now - self.started))
+            self.last = now
+
+
+def install_stop() -> None:
+    """For a worker process (ProcessPoolExecutor's initializer): STOP's handler for its whole life,
+    so that a signal between two batches stops it too (the next batch returns at once)."""
+    signal.signal(signal.SIGINT, STOP._handle)
+    signal.signal(signal.SIGTERM, STOP._handle)
 
 
 def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterations: int, device: str = "cpu",
@@ -412,7 +447,9 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     checkpoint: a file (pacgan_checkpoint) that a finished batch's results are read from and
     written to, and a stopped batch continues from; deadline (time.time()): stop there, write the
     checkpoint and return None. score_every: score every trial every so many updates (its `curve`)
-    and print a progress line headed `name` (default: pacgan_curves.default_every)."""
+    and print a progress line headed `name` (default: pacgan_curves.default_every). A SIGINT or
+    SIGTERM (STOP) stops it at the next update with its checkpoint written, as a deadline does; a
+    running batch also checkpoints every SAVE_EVERY_S (Periodic)."""
     if len(datas) != len(seeds) or not seeds:
         raise ValueError(f"run_batch needs one dataset per seed, got {len(datas)} and {len(seeds)}")
     if deadline is not None and checkpoint is None:
@@ -427,8 +464,8 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and (done := ckpt.load_results(path, key)) is not None:
         return done
-    if deadline is not None and time.time() >= deadline:  # out of time before it began: nothing to keep
-        return None
+    if STOP.signal is not None or (deadline is not None and time.time() >= deadline):
+        return None  # stopped or out of time before it began: nothing to keep
     if threads is not None:
         torch.set_num_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"  # this process's own (a worker's)
@@ -442,13 +479,18 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     keep = {max(1, round(f * iterations)) for f in SNAPSHOTS} if snapshots else set()
     update = Update(players, graph=torch.device(device).type == "cuda")
     progress = _resumed(path, key, players, update.adam, generator, device)
-    stop = (lambda it: time.time() >= deadline) if deadline is not None else None
+    stop = lambda it: STOP.signal is not None or (deadline is not None and time.time() >= deadline)  # noqa: E731
     watch = curves.Watch(name, [curves.row_label(d, m, h) for h in [0.0, *emas] for d, m in zip(datas, players.packs, strict=True)],
                          [PACGAN_TOYS[d] for d in datas] * (1 + len(emas)), score_every, iterations)
     watch.start(progress.it)
-    progress = train(players, points, packed, generator, iterations, keep, eval_z, update, progress, stop, watch)
+    save = Periodic(path, key, players, update.adam, generator, started) if path is not None else None
+    with STOP.installed():
+        progress = train(players, points, packed, generator, iterations, keep, eval_z, update, progress, stop, watch,
+                         save)
     progress.seconds += time.perf_counter() - started
     if progress.it < iterations:
+        if path is None:  # a signal, and nowhere to keep the batch
+            raise KeyboardInterrupt
         ckpt.save_progress(path, key, players, update.adam, generator, progress)
         return None
     results = _scored(datas, seeds, emas, players, eval_z, progress, update, device, precision, iterations)
