@@ -123,7 +123,7 @@ def test_pacgan_step_gives_d_packs_from_one_source(monkeypatch):
     forward, step = Packed.forward, pacgan.simultaneous_step
     monkeypatch.setattr(Packed, "forward", lambda self, x: seen.append(x.detach().clone()) or forward(self, x))
     monkeypatch.setattr(pacgan, "simultaneous_step",
-                        lambda G, D, oG, oD, real, zs: reals.append(real.clone()) or step(G, D, oG, oD, real, zs))
+                        lambda G, D, oG, oD, real, zs, g: reals.append(real.clone()) or step(G, D, oG, oD, real, zs, g))
     [result] = pacgan.trial("ring8", 2, seed=0, iterations=2)
     assert len(seen) == 2 * len(reals) == 4  # per update: D(real), then D(fake)
     for real, (x_real, x_fake) in zip(reals, zip(seen[::2], seen[1::2], strict=True), strict=True):

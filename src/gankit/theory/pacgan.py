@@ -43,7 +43,7 @@ from gankit.data.toy import TOY_DISTRIBUTIONS, ToyDistribution
 from gankit.devices import resolve_device
 from gankit.errors import ConfigError
 from gankit.files import atomic_write, write_json
-from gankit.losses import discriminator_loss, generator_loss
+from gankit.losses import G_LOSSES, discriminator_loss, generator_loss
 from gankit.metrics.toy import mode_metrics
 from gankit.models.pack import Packed
 from gankit.theory import pacgan_curves as curves
@@ -141,16 +141,17 @@ def build_players(pack: int) -> tuple[nn.Module, nn.Module]:
 
 
 def simultaneous_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
-                      real: torch.Tensor, zs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+                      real: torch.Tensor, zs: list[torch.Tensor],
+                      g_loss: str = "non-saturating") -> tuple[torch.Tensor, torch.Tensor]:
     """One update of ALI's algorithm, which PacGAN's code uses: both losses from ONE forward pass,
     both players stepped together (not Algorithm 1's alternation). real: (P*M, 2), M consecutive
     points per pack; zs: M noise batches (P, 2), each its own pass through G (its own batch norm
-    statistics, as in PacGAN's compute_losses). Returns the (D loss, G loss) tensors, detached
-    (no wait for the device)."""
+    statistics, as in PacGAN's compute_losses). g_loss: G's loss (PacGAN's: non-saturating).
+    Returns the (D loss, G loss) tensors, detached (no wait for the device)."""
     fake = torch.stack([G(z) for z in zs], 1).reshape(-1, 2)  # (P*M, 2): pack i = (G(z_1)[i], ..., G(z_M)[i])
     real_logits, fake_logits = D(real), D(fake)  # (P,), (P,): each pack from one source
     loss_d = discriminator_loss(real_logits, fake_logits)
-    loss_g = generator_loss(fake_logits, "non-saturating")
+    loss_g = generator_loss(fake_logits, g_loss)
     d_params, g_params = list(D.parameters()), list(G.parameters())
     grads_d = torch.autograd.grad(loss_d, d_params, retain_graph=True)
     grads_g = torch.autograd.grad(loss_g, g_params)
@@ -171,11 +172,12 @@ def ema_beta(half_life: float) -> float:
 
 def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = False,
           threads: int | None = None, device: str = "cpu", score_every: int | None = None,
-          g_emas: tuple[float, ...] = ()) -> list[dict]:
+          g_emas: tuple[float, ...] = (), g_loss: str = "non-saturating") -> list[dict]:
     """Train one PacGAN-M (M = 1: the vanilla GAN) and score 2,500 samples; optionally keep samples
     at SNAPSHOTS of training; score them every `score_every` updates (its `curve`; default:
     pacgan_curves.default_every), with a progress line. One dict per scorer: G, then an EMA of G
     for each half-life in g_emas (ema_beta), which follows G and does not change its training.
+    g_loss: G's loss (simultaneous_step).
     `threads` limits torch in a worker process.
     Every random number is drawn on the CPU, so a trial's data, noise and initial weights do not
     depend on `device`."""
@@ -197,7 +199,7 @@ def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = Fa
     keep = {max(1, round(f * iterations)) for f in SNAPSHOTS} if snapshots else set()
     eval_z = torch.randn(s["samples"], s["latent_dim"], generator=torch.Generator().manual_seed(10_000 + seed)).to(device)
     kept = [[] for _ in scorers]
-    labels = [curves.row_label(data, pack, h) for h in (0.0, *g_emas)]
+    labels = [curves.row_label(data, pack, h, g_loss) for h in (0.0, *g_emas)]
     watch = curves.Watch(f"{labels[0]}, seed {seed}", labels, [toy] * len(labels),
                          score_every or curves.default_every(iterations), iterations)
     scores = []
@@ -208,7 +210,7 @@ def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = Fa
         rows = order[(it % per_epoch) * s["batch_packs"]:(it % per_epoch + 1) * s["batch_packs"]]
         real = points[packed[rows].flatten().to(device)]  # (P*M, 2), pack after pack
         zs = [torch.randn(s["batch_packs"], s["latent_dim"], generator=rng).to(device) for _ in range(pack)]
-        loss_d, loss_g = simultaneous_step(G, D, opt_G, opt_D, real, zs)
+        loss_d, loss_g = simultaneous_step(G, D, opt_G, opt_D, real, zs, g_loss)
         for average, h in zip(scorers[1:], g_emas, strict=True):
             ema.update(average, G, ema_beta(h))
         if it + 1 in keep:
@@ -221,7 +223,8 @@ def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = Fa
     results = []
     for e, (scorer, h) in enumerate(zip(scorers, (0.0, *g_emas), strict=True)):
         samples = _samples(scorer, eval_z)
-        results.append({"data": data, "pack": pack, "g_ema": float(h), "seed": seed, "iterations": iterations,
+        results.append({"data": data, "pack": pack, "g_loss": g_loss, "g_ema": float(h), "seed": seed,
+                        "iterations": iterations,
                         "loss_d": loss_d.item(), "loss_g": loss_g.item(), "device": str(device),
                         "cuda_graph": False, "precision": "fp32", **mode_metrics(samples, toy), "seconds": seconds,
                         "curve": curves.curve(scores, e), "_samples": samples.numpy(), "_snapshots": kept[e]})
@@ -243,7 +246,7 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         datasets: tuple[str, ...] = DATASETS, iterations: int = ITERATIONS, jobs: int | None = None,
         device: str = "cpu", log: TextIO | None = None, engine: str = "auto", precision: str = "fp32",
         stop_after: float | None = None, one_batch: bool | None = None, score_every: int | None = None,
-        g_emas: tuple[float, ...] = (0.0,)) -> dict:
+        g_emas: tuple[float, ...] = (0.0,), g_losses: tuple[str, ...] = ("non-saturating",)) -> dict:
     """Every (dataset, pack, trial); write results.json, table.txt and collapse.png to out.
     device: auto, cpu or cuda (on a GPU, the `jobs` worker processes share it). engine: loop (one
     trial at a time per process, `trial`), batched (the trials of one pack trained together,
@@ -255,7 +258,8 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     pack's 20 trials is launch-bound; on a CPU, compute-bound, a batch per pack wastes nothing).
     score_every: score every trial every so many updates, with a progress line, into results.json
     (`curve`) and curves.png (default: 20 times a run). g_emas: each (dataset, pack) row
-    again, its trials scored from an EMA of G of each half-life (ema_beta): the same runs."""
+    again, its trials scored from an EMA of G of each half-life (ema_beta): the same runs. g_losses:
+    G's losses, each its own trials (PacGAN's: non-saturating)."""
     if precision not in ("fp32", "tf32"):
         raise ConfigError(f"--precision must be fp32 or tf32 for --protocol pacgan; got {precision!r}")
     bad = [d for d in datasets if d not in DATASETS]
@@ -266,7 +270,10 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     if any(not 0 <= h < math.inf for h in g_emas):
         raise ConfigError(f"--g-ema must list finite half-lives >= 0 (0: G itself), got {list(g_emas)}")
     g_emas = tuple(dict.fromkeys(float(h) for h in g_emas if h))  # G itself is always scored; twice is once
-    methods = list(itertools.product(packs, (0.0, *g_emas)))  # (M, EMA half-life) of each row
+    if not g_losses or not set(g_losses) <= set(G_LOSSES):
+        raise ConfigError(f"--g-loss must list {' or '.join(G_LOSSES)}, got {list(g_losses)}")
+    variants = list(itertools.product(packs, dict.fromkeys(g_losses)))  # (M, G loss): each trained
+    methods = [(m, g, h) for m, g in variants for h in (0.0, *g_emas)]  # (M, G loss, EMA) of each row
     for name, v in (("--trials", trials), ("--iterations", iterations), ("--score-every", 1 if score_every is None else score_every)):
         if v <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {v}")
@@ -280,17 +287,18 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         raise ConfigError(f"--stop-after must be a positive number of seconds, with the batched engine; "
                           f"got {stop_after} with the {engine} engine")
     emas = f"; each also scored from G's EMAs of half-life {list(g_emas)}" if g_emas else ""
-    say(log, f"gankit bench modes --protocol pacgan: {len(datasets) * len(packs) * trials} trials "
-             f"({', '.join(datasets)}; packs {list(packs)}{emas}; {trials} trials each; {iterations:,} updates "
+    say(log, f"gankit bench modes --protocol pacgan: {len(datasets) * len(variants) * trials} trials "
+             f"({', '.join(datasets)}; packs {list(packs)}; G losses {list(dict.fromkeys(g_losses))}{emas}; "
+             f"{trials} trials each; {iterations:,} updates "
              f"each, published {ITERATIONS:,}) on {jobs} processes, {dev}, {engine} engine")
     started = time.perf_counter()
     every = score_every if score_every is not None else curves.default_every(iterations)
     if engine == "loop":
-        results = _train_loop(datasets, packs, g_emas, trials, seed, iterations, jobs, dev, every)
+        results = _train_loop(datasets, variants, g_emas, trials, seed, iterations, jobs, dev, every)
     else:
         deadline = None if stop_after is None else time.time() + stop_after
         one = dev == "cuda" if one_batch is None else one_batch
-        results = _train_batched(datasets, packs, g_emas, trials, seed, iterations, jobs, dev, precision, out,
+        results = _train_batched(datasets, variants, g_emas, trials, seed, iterations, jobs, dev, precision, out,
                                  deadline, one, every)
     if results is None:
         from gankit.theory.pacgan_batched import STOP
@@ -301,7 +309,7 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         return {"stopped": True, "signal": STOP.signal, "checkpoints": str(out / "checkpoints")}
     record = {
         "command": "bench modes --protocol pacgan", "seed": seed, "trials": trials, "packs": list(packs),
-        "g_emas": list(g_emas), "g_ema_unit": "generated examples (PacGAN's minibatch: 100 an update); each "
+        "g_losses": list(dict.fromkeys(g_losses)), "g_emas": list(g_emas), "g_ema_unit": "generated examples (PacGAN's minibatch: 100 an update); each "
                                               "trial scored from G and from each EMA",
         "iterations": iterations, "published_iterations": ITERATIONS, "device": dev, "jobs": jobs, "engine": engine,
         "precision": precision, "score_every": every,
@@ -334,15 +342,15 @@ def _rows(results: list[dict], datasets, methods) -> list[dict]:
     row beside it (PacGAN's own rows: no EMA). An EMA row also has `paired`: its trials' scores
     minus the same trials' scores from G, mean +- standard error (one run, two scorers)."""
     rows = []
-    for data, (m, h) in itertools.product(datasets, methods):
-        runs = [r for r in results if (r["data"], r["pack"], r["g_ema"]) == (data, m, h)]
-        row = {"data": data, "pack": m, "g_ema": h, "seeds": [r["seed"] for r in runs],
+    for data, (m, g, h) in itertools.product(datasets, methods):
+        runs = [r for r in results if (r["data"], r["pack"], r["g_loss"], r["g_ema"]) == (data, m, g, h)]
+        row = {"data": data, "pack": m, "g_loss": g, "g_ema": h, "seeds": [r["seed"] for r in runs],
                **{k: summary([float(r[k]) for r in runs]) for k in METRICS}}
-        pub = None if h else PUBLISHED.get((data, m))
+        pub = None if h or g != "non-saturating" else PUBLISHED.get((data, m))
         row["published"] = pub
         row["within"] = {k: within(row[k], pub[k]) for k in METRICS} if pub else None
         if h:
-            plain = {r["seed"]: r for r in results if (r["data"], r["pack"], r["g_ema"]) == (data, m, 0.0)}
+            plain = {r["seed"]: r for r in results if (r["data"], r["pack"], r["g_loss"], r["g_ema"]) == (data, m, g, 0.0)}
             row["paired"] = {k: summary([float(r[k]) - float(plain[r["seed"]][k]) for r in runs]) for k in METRICS}
         rows.append(row)
     return rows
@@ -357,31 +365,32 @@ def choose_engine(engine: str, device: str) -> str:
     return "batched" if engine == "auto" else engine
 
 
-def _train_loop(datasets, packs, g_emas, trials, seed, iterations, jobs, dev, every) -> list[dict]:
-    """One `trial` per (dataset, pack, trial), in `jobs` processes of one thread each; its results
-    (G's, then each EMA's) in the order of `_rows`."""
+def _train_loop(datasets, variants, g_emas, trials, seed, iterations, jobs, dev, every) -> list[dict]:
+    """One `trial` per (dataset, (pack, G loss), trial), in `jobs` processes of one thread each;
+    its results (G's, then each EMA's) in the order of `_rows`."""
     threads = None if jobs == 1 else 1  # the pool runs one process per core
-    tasks = [(data, m, seed + t, iterations, t == 0, threads, dev, every, g_emas)
-             for data, m, t in itertools.product(datasets, packs, range(trials))]
+    tasks = [(data, m, seed + t, iterations, t == 0, threads, dev, every, g_emas, g)
+             for data, (m, g), t in itertools.product(datasets, variants, range(trials))]
     if jobs == 1:
         done = [trial(*t) for t in tasks]
     else:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             done = list(pool.map(trial, *zip(*tasks, strict=True)))
-    return _in_row_order([r for rs in done for r in rs], datasets, packs, g_emas, seed, trials)
+    return _in_row_order([r for rs in done for r in rs], datasets, variants, g_emas, seed, trials)
 
 
-def _train_batched(datasets, packs, g_emas, trials, seed, iterations, jobs, dev, precision, out: Path,
+def _train_batched(datasets, variants, g_emas, trials, seed, iterations, jobs, dev, precision, out: Path,
                    deadline: float | None, one_batch: bool, every: int) -> list[dict] | None:
     """`run_batch` on every trial at once (one_batch: packs mixed, see pacgan_batched.stack_players)
-    or once per pack M, and on a CPU each pack's trials split into `jobs` batches, one process of
+    or once per pack M (G losses mixed: set_losses), and on a CPU each pack's trials split into `jobs` batches, one process of
     one thread each. Each batch checkpoints to out/checkpoints/. The results come back in the loop
     engine's order; None if any batch stopped at the deadline."""
     from gankit.theory.pacgan_batched import STOP, install_stop, run_batch
 
     STOP.signal = None  # a new command: an earlier one's signal is spent
 
-    trials_of = [(m, data, seed + t) for m, data, t in itertools.product(packs, datasets, range(trials))]
+    trials_of = [(m, g, data, seed + t) for (m, g), data, t in itertools.product(variants, datasets, range(trials))]
+    packs = dict.fromkeys(m for m, _ in variants)
     groups = {"all": trials_of} if one_batch else {f"pack{m}": [x for x in trials_of if x[0] == m] for m in packs}
     parts = []  # (name of its checkpoint, its trials)
     for name, items in groups.items():
@@ -389,9 +398,9 @@ def _train_batched(datasets, packs, g_emas, trials, seed, iterations, jobs, dev,
         parts += [(f"{name}-{k}", items[k * len(items) // n:(k + 1) * len(items) // n]) for k in range(n)]
     jobs = min(jobs, len(parts))
     threads = None if jobs == 1 else 1  # one thread per worker process: one per core
-    batches = [([d for _, d, _ in part], [m for m, _, _ in part], [s for _, _, s in part], iterations, dev, True,
-                threads, precision, str(out / "checkpoints" / f"{name}.pt"), deadline, every, name, g_emas)
-               for name, part in parts]
+    batches = [([x[2] for x in part], [x[0] for x in part], [x[3] for x in part], iterations, dev, True, threads,
+                precision, str(out / "checkpoints" / f"{name}.pt"), deadline, every, name, g_emas,
+                [x[1] for x in part]) for name, part in parts]
     if jobs == 1:
         done = [run_batch(*b) for b in batches]
     else:
@@ -400,14 +409,14 @@ def _train_batched(datasets, packs, g_emas, trials, seed, iterations, jobs, dev,
             done = list(pool.map(run_batch, *zip(*batches, strict=True)))
     if any(rs is None for rs in done):
         return None
-    return _in_row_order([r for rs in done for r in rs], datasets, packs, g_emas, seed, trials)
+    return _in_row_order([r for rs in done for r in rs], datasets, variants, g_emas, seed, trials)
 
 
-def _in_row_order(results: list[dict], datasets, packs, g_emas, seed, trials) -> list[dict]:
-    """Results sorted by dataset, pack, scorer (G, then each EMA) and seed, as the table reads."""
-    order = {key: i for i, key in
-             enumerate(itertools.product(datasets, packs, (0.0, *g_emas), range(seed, seed + trials)))}
-    return sorted(results, key=lambda r: order[(r["data"], r["pack"], r["g_ema"], r["seed"])])
+def _in_row_order(results: list[dict], datasets, variants, g_emas, seed, trials) -> list[dict]:
+    """Results sorted by dataset, (pack, G loss), scorer (G, then each EMA) and seed, as the table reads."""
+    order = {(d, m, g, h, s): i for i, (d, (m, g), h, s) in
+             enumerate(itertools.product(datasets, variants, (0.0, *g_emas), range(seed, seed + trials)))}
+    return sorted(results, key=lambda r: order[(r["data"], r["pack"], r["g_loss"], r["g_ema"], r["seed"])])
 
 
 @contextlib.contextmanager
@@ -452,13 +461,13 @@ def table(record: dict) -> str:
     they agree within the error bars."""
     names = {"ring8": "2D-ring", "grid25": "2D-grid"}
     places = {"modes": 1, "high_quality": 1, "reverse_kl": 2}
-    width = max(26, *(len(curves.method_label(r["pack"], r.get("g_ema", 0))) + 15 for r in record["rows"]))
+    width = max(26, *(len(_label(r)) + 15 for r in record["rows"]))
     lines = [f"{'':<{width + 2}}{'modes':>18}{'high quality %':>20}{'reverse KL':>18}"]
     for data in dict.fromkeys(r["data"] for r in record["rows"]):
         lines.append(f"{names[data]} ({data}), mean +- standard error over {record['trials']} trials, "
                      f"{record['iterations']:,} updates")
         for r in (r for r in record["rows"] if r["data"] == data):
-            label = curves.method_label(r["pack"], r.get("g_ema", 0))
+            label = _label(r)
             cells = [_pm(r[k]["mean"], r[k]["se"], places[k]) for k in METRICS]
             lines.append(f"  {label + ' gankit':<{width}}" + "".join(c.rjust(w) for c, w in zip(cells, (18, 20, 18), strict=True)))
             if r["published"]:
@@ -472,19 +481,24 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _label(row: dict) -> str:
+    return curves.method_label(row["pack"], row.get("g_ema", 0.0), row.get("g_loss", "non-saturating"))
+
+
 def _pm(mean: float | None, se: float | None, places: int, signed: bool = False) -> str:
     return "inf" if mean is None else f"{mean:{'+' if signed else ''}.{places}f} +- {se:.{places}f}"
 
 
 def _figure(path: Path, results: list[dict], datasets, methods) -> None:
     """Trial 0 of each (dataset, (pack, EMA)): its samples over the modes at SNAPSHOTS of training."""
-    combos = [(data, m, h) for data, (m, h) in itertools.product(datasets, methods)]
+    combos = [(data, *method) for data, method in itertools.product(datasets, methods)]
     # the lowest seed of each row wins
-    first = {(r["data"], r["pack"], r["g_ema"]): r for r in sorted(results, key=lambda r: r["seed"], reverse=True)}
+    first = {(r["data"], r["pack"], r["g_loss"], r["g_ema"]): r
+             for r in sorted(results, key=lambda r: r["seed"], reverse=True)}
     cols = max(len(first[c]["_snapshots"]) for c in combos) or 1
     fig, axes = plots.figure(len(combos), cols, width=2.6, height=2.6)
-    for row, (data, m, h) in enumerate(combos):
-        r = first[(data, m, h)]
+    for row, (data, m, g, h) in enumerate(combos):
+        r = first[(data, m, g, h)]
         shots = r["_snapshots"] or [{"iteration": r["iterations"], "samples": r["_samples"],
                                      "modes": r["modes"], "high_quality": r["high_quality"]}]
         means = PACGAN_TOYS[data].means.numpy()
@@ -500,6 +514,6 @@ def _figure(path: Path, results: list[dict], datasets, methods) -> None:
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
-            ax.set_title(f"{curves.row_label(data, m, h)}, update {shot['iteration']:,}\n{shot['modes']} modes, "
+            ax.set_title(f"{curves.row_label(data, m, h, g)}, update {shot['iteration']:,}\n{shot['modes']} modes, "
                          f"{shot['high_quality']:.0f}% HQ", fontsize=7)
     plots.save(fig, path)

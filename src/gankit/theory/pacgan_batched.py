@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gankit.losses import G_LOSSES
 from gankit.metrics.toy import mode_metrics
 from gankit.models.pack import Packed
 from gankit.stopsignal import StopFlag
@@ -67,6 +68,7 @@ class Players:
     column_mask: torch.Tensor | None = None  # (T, 1, 2M): 1 on the columns of a trial's own M points
     bn_weight: torch.Tensor | None = None  # (T, M): batch norm's momentum on a trial's own passes, else 0
     training: bool = True  # eval mode (sample): batch norm on the running statistics
+    saturating: torch.Tensor | None = None  # (T,) bool: trials whose G minimises log(1 - D(G(z))) (set_losses)
     emas: list[list[torch.Tensor]] = field(default_factory=list)  # EMAs of g_params(), one per half-life (add_emas)
     ema_rates: list[float] = field(default_factory=list)  # each EMA's 1 - beta
 
@@ -162,6 +164,15 @@ def unstack(players: Players, t: int) -> tuple[nn.Module, nn.Module]:
     return G, D
 
 
+def set_losses(players: Players, g_losses: list[str]) -> None:
+    """Each trial's generator loss (gankit.losses.G_LOSSES): non-saturating, as published, or
+    saturating. All non-saturating: nothing to mask."""
+    if len(g_losses) != players.g_bias.shape[0] or not set(g_losses) <= set(G_LOSSES):
+        raise ValueError(f"one generator loss of {G_LOSSES} per trial, got {g_losses}")
+    sat = [g == "saturating" for g in g_losses]
+    players.saturating = torch.tensor(sat, device=players.g_bias.device) if any(sat) else None
+
+
 def add_emas(players: Players, half_lives: list[float]) -> None:
     """An EMA of every trial's G for each half-life (gankit.ema's update, half-lives as
     pacgan.ema_beta takes them), each starting as a copy of G. They follow G and do not change its
@@ -235,11 +246,15 @@ def discriminate(players: Players, x: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(players.d_biases[-1], h, players.d_weights[-1]).squeeze(-1)
 
 
-def losses(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def losses(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+           saturating: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(T, P) logits -> (D loss (T,), G loss (T,)): per trial, gankit.losses.discriminator_loss and
-    generator_loss(..., "non-saturating"), each the mean over that trial's packs."""
+    generator_loss(..., "non-saturating", or "saturating" where `saturating` (T,) is set), each the
+    mean over that trial's packs."""
     loss_d = F.softplus(-real_logits).mean(1) + F.softplus(fake_logits).mean(1)
     loss_g = F.softplus(-fake_logits).mean(1)
+    if saturating is not None:
+        loss_g = torch.where(saturating, -F.softplus(fake_logits).mean(1), loss_g)
     return loss_d, loss_g
 
 
@@ -253,7 +268,7 @@ def gradients(players: Players, real: torch.Tensor, zs: torch.Tensor) -> tuple:
     if players.column_mask is not None:  # mixed packs: each trial's own M points of a pack
         real, fake = real * players.column_mask, fake * players.column_mask
     logits = discriminate(players, torch.cat([real, fake], 1))  # (T, 2P): real, then fake
-    loss_d, loss_g = losses(logits[:, :P], logits[:, P:])
+    loss_d, loss_g = losses(logits[:, :P], logits[:, P:], players.saturating)
     # The sum over trials: the trials' parameters are disjoint, so each gets its own loss's gradient.
     grads_d = torch.autograd.grad(loss_d.sum(), players.d_params(), retain_graph=True)
     grads_g = torch.autograd.grad(loss_g.sum(), players.g_params())
@@ -438,7 +453,7 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
               snapshots: bool = False, threads: int | None = None, precision: str = "fp32",
               checkpoint: str | None = None, deadline: float | None = None,
               score_every: int | None = None, name: str = "batch",
-              g_emas: tuple[float, ...] = ()) -> list[dict] | None:
+              g_emas: tuple[float, ...] = (), g_loss: str | list[str] = "non-saturating") -> list[dict] | None:
     """Train trials (datas[t], M_t, seeds[t]) together and score each as `trial` does (pack: one M,
     or each trial's M_t: see stack_players); one dict per trial and scorer (G, then an EMA of G for
     each half-life in g_emas, `views`), with trial()'s keys. `seconds` is the batch's training time (the trials finish together).
@@ -447,7 +462,8 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     checkpoint: a file (pacgan_checkpoint) that a finished batch's results are read from and
     written to, and a stopped batch continues from; deadline (time.time()): stop there, write the
     checkpoint and return None. score_every: score every trial every so many updates (its `curve`)
-    and print a progress line headed `name` (default: pacgan_curves.default_every). A SIGINT or
+    and print a progress line headed `name` (default: pacgan_curves.default_every). g_loss: the
+    generator loss, one for all or each trial's (set_losses). A SIGINT or
     SIGTERM (STOP) stops it at the next update with its checkpoint written, as a deadline does; a
     running batch also checkpoints every SAVE_EVERY_S (Periodic)."""
     if len(datas) != len(seeds) or not seeds:
@@ -456,11 +472,12 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
         raise ValueError("run_batch: a deadline needs a checkpoint to stop to")
     score_every = score_every or curves.default_every(iterations)
     emas = [float(h) for h in g_emas]
+    g_losses = [g_loss] * len(seeds) if isinstance(g_loss, str) else list(g_loss)
     if not all(0 < h < math.inf for h in emas):
         raise ValueError(f"EMA half-lives must be positive and finite (G itself is always scored), got {emas}")
     key = {"datas": list(datas), "packs": _packs(pack, seeds), "seeds": list(seeds), "iterations": iterations,
            "device": torch.device(device).type, "precision": precision, "snapshots": snapshots,
-           "score_every": score_every, "g_emas": emas}
+           "score_every": score_every, "g_emas": emas, "g_losses": g_losses}
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and (done := ckpt.load_results(path, key)) is not None:
         return done
@@ -472,6 +489,7 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     started = time.perf_counter()
     players = initial_players(pack, seeds, device)
     add_emas(players, emas)
+    set_losses(players, g_losses)
     points, packed = training_sets(datas, pack, seeds, device)
     generator = torch.Generator(device=device).manual_seed(seeds[0])
     eval_z = torch.stack([torch.randn(SETUP["samples"], SETUP["latent_dim"],
@@ -480,7 +498,8 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
     update = Update(players, graph=torch.device(device).type == "cuda")
     progress = _resumed(path, key, players, update.adam, generator, device)
     stop = lambda it: STOP.signal is not None or (deadline is not None and time.time() >= deadline)  # noqa: E731
-    watch = curves.Watch(name, [curves.row_label(d, m, h) for h in [0.0, *emas] for d, m in zip(datas, players.packs, strict=True)],
+    watch = curves.Watch(name, [curves.row_label(d, m, h, g) for h in [0.0, *emas]
+                                for d, m, g in zip(datas, players.packs, g_losses, strict=True)],
                          [PACGAN_TOYS[d] for d in datas] * (1 + len(emas)), score_every, iterations)
     watch.start(progress.it)
     save = Periodic(path, key, players, update.adam, generator, started) if path is not None else None
@@ -493,7 +512,7 @@ def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterati
             raise KeyboardInterrupt
         ckpt.save_progress(path, key, players, update.adam, generator, progress)
         return None
-    results = _scored(datas, seeds, emas, players, eval_z, progress, update, device, precision, iterations)
+    results = _scored(datas, seeds, g_losses, emas, players, eval_z, progress, update, device, precision, iterations)
     if path is not None:
         ckpt.save_results(path, key, results)
     return results
@@ -508,7 +527,8 @@ def _resumed(path: Path | None, key: dict, players: Players, adam, generator, de
     return Progress(it, None if order is None else order.to(device), list(kept), result, seconds, list(scores))
 
 
-def _scored(datas, seeds, emas, players, eval_z, progress, update, device, precision, iterations) -> list[dict]:
+def _scored(datas, seeds, g_losses, emas, players, eval_z, progress, update, device, precision,
+            iterations) -> list[dict]:
     """One dict per trial and scorer (view v = e * T + t) with trial()'s keys: the final samples
     and those kept, scored."""
     samples = views(players, eval_z)  # (V, 2500, 2)
@@ -520,7 +540,7 @@ def _scored(datas, seeds, emas, players, eval_z, progress, update, device, preci
         t = v % T
         toy = PACGAN_TOYS[datas[t]]
         shots = [{"iteration": it, "samples": x[v].numpy(), **mode_metrics(x[v], toy)} for it, x in progress.kept]
-        results.append({"data": datas[t], "pack": players.packs[t], "g_ema": h, "seed": seeds[t],
+        results.append({"data": datas[t], "pack": players.packs[t], "g_loss": g_losses[t], "g_ema": h, "seed": seeds[t],
                         "iterations": iterations, "loss_d": loss_d[t].item(), "loss_g": loss_g[t].item(),
                         "device": str(device), "cuda_graph": update.captured, "precision": precision,
                         **mode_metrics(samples[v], toy), "seconds": round(progress.seconds, 2),

@@ -30,14 +30,15 @@ def default_every(iterations: int) -> int:
     return max(1, iterations // SCORES_PER_RUN)
 
 
-def row_label(data: str, pack: int, g_ema: float = 0.0) -> str:
-    """"ring8 GAN", "grid25 PacGAN2 + EMA 10,000" (the half-life in generated examples)."""
-    return f"{data} {method_label(pack, g_ema)}"
+def row_label(data: str, pack: int, g_ema: float = 0.0, g_loss: str = "non-saturating") -> str:
+    """"ring8 GAN", "grid25 PacGAN2 + EMA 10,000" (the half-life in generated examples), "ring8
+    GAN, saturating" (the published rows' G loss is non-saturating)."""
+    return f"{data} {method_label(pack, g_ema, g_loss)}"
 
 
-def method_label(pack: int, g_ema: float = 0.0) -> str:
+def method_label(pack: int, g_ema: float = 0.0, g_loss: str = "non-saturating") -> str:
     name = "GAN" if pack == 1 else f"PacGAN{pack}"
-    return name + (f" + EMA {g_ema:,.0f}" if g_ema else "")
+    return name + (", saturating" if g_loss == "saturating" else "") + (f" + EMA {g_ema:,.0f}" if g_ema else "")
 
 
 class Watch:
@@ -86,25 +87,26 @@ def curve(scores: list[tuple[int, list[dict]]], t: int) -> list[dict]:
     return [{"iteration": it, **per_trial[t]} for it, per_trial in scores]
 
 
-COLOURS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")  # one per pack M
+COLOURS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")  # one per (M, G loss)
 EMA_STYLES = (":", "-.", (0, (5, 1, 1, 1, 1, 1)))  # one per EMA half-life (G itself: solid)
 
 
 def figure(path, results: list[dict], datasets, methods, published: dict) -> None:
-    """A row per dataset, a panel per metric: each method's (pack, EMA half-life) mean over its
-    trials against updates (band: +- standard error); a colour per pack, solid for G, dotted (and
-    so on) for each EMA; the published value dashed in its pack's colour."""
-    packs = list(dict.fromkeys(m for m, _ in methods))
-    emas = list(dict.fromkeys(h for _, h in methods if h))
+    """A row per dataset, a panel per metric: each method's (pack, G loss, EMA half-life) mean over
+    its trials against updates (band: +- standard error); a colour per (pack, G loss), solid for G,
+    dotted (and so on) for each EMA; the published value dashed in its pack's colour."""
+    trained = list(dict.fromkeys((m, g) for m, g, _ in methods))
+    emas = list(dict.fromkeys(h for _, _, h in methods if h))
     fig, axes = plots.figure(len(datasets), len(METRICS), width=3.6, height=2.8)
     for row, data in enumerate(datasets):
         for col, metric in enumerate(METRICS):
             ax = axes[row * len(METRICS) + col]
-            for m, h in methods:
-                mine = [r["curve"] for r in results if (r["data"], r["pack"], r["g_ema"]) == (data, m, h)]
+            for m, g, h in methods:
+                mine = [r["curve"] for r in results if (r["data"], r["pack"], r["g_loss"], r["g_ema"]) == (data, m, g, h)]
                 style = EMA_STYLES[emas.index(h) % len(EMA_STYLES)] if h else "-"
-                _draw(ax, mine, metric, (COLOURS[packs.index(m) % len(COLOURS)], style), row_label(data, m, h),
-                      None if h else published.get((data, m)))
+                colour = COLOURS[trained.index((m, g)) % len(COLOURS)]
+                _draw(ax, mine, metric, (colour, style), row_label(data, m, h, g),
+                      None if h or g != "non-saturating" else published.get((data, m)))
             ax.set_title(f"{data}: {LABELS[metric]}", fontsize=8)
             ax.set_xlabel("updates", fontsize=7)
             ax.tick_params(labelsize=7)
@@ -112,7 +114,7 @@ def figure(path, results: list[dict], datasets, methods, published: dict) -> Non
                 ax.plot([], [], color="grey", linestyle="--", linewidth=0.8, label="PacGAN Table 1")
                 ax.legend(fontsize=6)
     fig.suptitle("mean over each row's trials (their number in brackets), band +- standard error; a colour per "
-                 "pack; dotted: scored from an EMA of G; dashed: the published mean", fontsize=8)
+                 "pack and G loss; dotted: scored from an EMA of G; dashed: the published mean", fontsize=8)
     plots.save(fig, path)
 
 

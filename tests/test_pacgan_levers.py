@@ -1,6 +1,7 @@
-"""An EMA of G in --protocol pacgan (--g-ema): each trial is scored from G and from an EMA of G for
-each half-life, the same run; the batched engine's EMA is gankit.ema's, trial by trial; the EMA
-rows sit beside the published ones in one table."""
+"""The levers in --protocol pacgan. An EMA of G (--g-ema): each trial is scored from G and from an
+EMA of G for each half-life, the same run; the batched engine's EMA is gankit.ema's, trial by
+trial. G's loss (--g-loss): each its own trials; the batched engine's mixed losses are each
+trial's simultaneous_step. Their rows sit beside the published ones in one table."""
 
 import json
 
@@ -100,3 +101,48 @@ def test_bench_modes_puts_ema_rows_beside_the_published_ones(tmp_path, capsys):
     assert "ring8 GAN + EMA 5,000, mean of 2" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="--g-ema must list finite half-lives >= 0"):
         pacgan.run(tmp_path / "x", trials=1, packs=(1,), datasets=("ring8",), iterations=5, jobs=1, g_emas=(-1.0,))
+
+
+def test_trials_of_mixed_g_losses_train_as_simultaneous_steps_of_their_own_loss():
+    losses = ["saturating", "non-saturating", "saturating"]
+    players = pb.initial_players(PACK, SEEDS)
+    pb.set_losses(players, losses)
+    adam = pb.make_adam(players)
+    points, packed = pb.training_sets(DATAS, PACK, SEEDS, "cpu")
+    g = torch.Generator().manual_seed(1)
+    inputs = [(pb.minibatch(points, packed, torch.randint(100_000, (3, 100), generator=g)),
+               torch.randn(3, PACK, 100, 2, generator=g)) for _ in range(3)]
+    ours = [pb.step(players, adam, real, zs)[1] for real, zs in inputs]  # G's losses (T,) per update
+    s = pacgan.SETUP
+    for t, (seed, loss) in enumerate(zip(SEEDS, losses, strict=True)):
+        torch.manual_seed(seed)
+        G, D = pacgan.build_players(PACK)
+        opt_G = torch.optim.Adam(G.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+        opt_D = torch.optim.Adam(D.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]))
+        for (real, zs), mine in zip(inputs, ours, strict=True):
+            _, loss_g = pacgan.simultaneous_step(G, D, opt_G, opt_D, real[t], list(zs[t]), loss)
+            torch.testing.assert_close(mine[t], loss_g, rtol=1e-5, atol=1e-6)
+        assert (loss_g < 0) == (loss == "saturating")  # log(1 - D) < 0 < -log D
+        G_ours, _ = pb.unstack(players, t)
+        for k, theirs in G.state_dict().items():
+            if theirs.dtype.is_floating_point:
+                torch.testing.assert_close(G_ours.state_dict()[k], theirs, rtol=1e-4, atol=1e-6, msg=k)
+    with pytest.raises(ValueError, match="one generator loss"):
+        pb.set_losses(players, ["hinge"] * 3)
+
+
+def test_bench_modes_puts_each_g_loss_in_its_own_rows(tmp_path, capsys):
+    argv = ["bench", "modes", "--protocol", "pacgan", "--iterations", "6", "--trials", "1", "--packs", "1",
+            "--g-loss", "non-saturating,saturating", "--datasets", "ring8", "--jobs", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["g_losses"] == ["non-saturating", "saturating"]
+    assert [(r["g_loss"], r["published"] is not None) for r in record["rows"]] == \
+        [("non-saturating", True), ("saturating", False)]
+    losses = {r["g_loss"]: r["loss_g"] for r in record["trial_results"]}
+    assert losses["saturating"] < 0 < losses["non-saturating"]  # each trained on its own loss
+    assert "GAN, saturating gankit" in (tmp_path / "table.txt").read_text()
+    assert main([*argv[:-2], "--k", "5", "--out", str(tmp_path / "k")]) == 1
+    assert "--k: for --protocol quick only" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--g-loss must list non-saturating or saturating"):
+        pacgan.run(tmp_path / "x", trials=1, packs=(1,), datasets=("ring8",), iterations=5, jobs=1, g_losses=("hinge",))
