@@ -52,6 +52,11 @@ class StopFlag:
             self._timer.cancel()
             self._timer = None
 
+    def install(self) -> None:
+        """The handler for SIGINT and SIGTERM from now on (a worker process's whole life)."""
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, self._handle)
+
     @contextlib.contextmanager
     def installed(self):
         if threading.current_thread() is not threading.main_thread():

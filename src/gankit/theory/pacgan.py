@@ -427,7 +427,8 @@ def _passing_on_signals(stop):
     def forward(signum, frame):
         stop.signal = stop.signal or signum
         for child in multiprocessing.active_children():
-            os.kill(child.pid, signum)
+            with contextlib.suppress(ProcessLookupError):  # it has just exited
+                os.kill(child.pid, signum)
 
     if threading.current_thread() is not threading.main_thread():
         yield

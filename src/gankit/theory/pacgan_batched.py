@@ -32,7 +32,6 @@ does too); the logits are the same up to rounding.
 from __future__ import annotations
 
 import math
-import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -78,9 +77,9 @@ class Players:
     def ema_players(self, i: int) -> Players:
         """These players with G's weights replaced by its i-th EMA (batch norm's running statistics
         are G's own: gankit.ema copies the buffers)."""
-        ema, n = self.emas[i], len(self.g_weights)
-        return replace(self, g_weights=ema[:n], g_bias=ema[n], bn_scale=ema[n + 1:n + 5], bn_shift=ema[n + 5:],
-                       emas=[], ema_rates=[])
+        ema, n, k = self.emas[i], len(self.g_weights), len(self.bn_scale)  # laid out as g_params()
+        return replace(self, g_weights=ema[:n], g_bias=ema[n], bn_scale=ema[n + 1:n + 1 + k],
+                       bn_shift=ema[n + 1 + k:], emas=[], ema_rates=[])
 
     def d_params(self) -> list[torch.Tensor]:
         return [*self.d_weights, *self.d_biases]
@@ -277,8 +276,8 @@ def gradients(players: Players, real: torch.Tensor, zs: torch.Tensor) -> tuple:
 
 def step(players: Players, adam: torch.optim.Optimizer, real: torch.Tensor,
          zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One update of every trial (`gradients`, then Adam on both players, then G's EMA if it has
-    one). Returns the (T,) D and G losses, detached."""
+    """One update of every trial (`gradients`, then Adam on both players, then G's EMAs if it has
+    any). Returns the (T,) D and G losses, detached."""
     loss_d, loss_g, grads_d, grads_g = gradients(players, real, zs)
     for p, g in zip(players.d_params() + players.g_params(), grads_d + grads_g, strict=True):
         p.grad = g
@@ -445,8 +444,7 @@ class Periodic:
 def install_stop() -> None:
     """For a worker process (ProcessPoolExecutor's initializer): STOP's handler for its whole life,
     so that a signal between two batches stops it too (the next batch returns at once)."""
-    signal.signal(signal.SIGINT, STOP._handle)
-    signal.signal(signal.SIGTERM, STOP._handle)
+    STOP.install()
 
 
 def run_batch(datas: list[str], pack: int | list[int], seeds: list[int], iterations: int, device: str = "cpu",
