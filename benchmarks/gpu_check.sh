@@ -256,7 +256,7 @@ step cuda-tests "every test that needs CUDA, no -x" 200 30 \
 # folder: the next call continues it (docs/theory.md section 5, "For the next GPU session").
 step pacgan "PacGAN's Table 1, batched + CUDA graph, as far as the budget goes" 9999 120 \
     "$gpy benchmarks/pacgan_gpu.py --device cuda --budget \$((STEP_LIMIT - 20)) --out $gwork/pacgan" \
-    "$PY benchmarks/pacgan_gpu.py --device cpu --budget \$((STEP_LIMIT - 20)) --packs 1 --iterations 10 --out $work/pacgan"
+    "$PY benchmarks/pacgan_gpu.py --device cpu --budget \$((STEP_LIMIT - 20)) --packs 1 --iterations 10 --score-every 5 --out $work/pacgan"
 step torchrun-nccl "torchrun, 1 process, NCCL" 90 30 \
     "NCCL_DEBUG=VERSION $gpy $train --device cuda --batch-size 128 --max-images 64000 --out $gwork/torchrun --overwrite" \
     "$PY $train --device cpu --g-width 8 --d-width 8 --batch-size 8 --max-images 64 --out $work/torchrun --overwrite"

@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--g-ema", default="10000,100000",
                         help="the run's trials are also scored from EMAs of G of these half-lives (nearly free: a "
                              "few lerps in the update); '' for none")
+    parser.add_argument("--score-every", type=int, default=None,
+                        help="score every trial every so many updates (default: 20 times a run)")
     parser.add_argument("--out", default="build/pacgan-gpu")
     parser.add_argument("--run-only", action="store_true", help="no checks: continue the run in --out")
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script (no graph check, tiny sizes)")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'one batch' if one_batch else 'a batch per pack'}, stopping after {left:.0f} s", flush=True)
     record = pacgan.run(out, 0, 10, tuple(packs), pacgan.DATASETS, args.iterations, 1, args.device, log=sys.stdout,
                         engine="batched", precision=args.precision if args.device == "cuda" else "fp32",
-                        stop_after=max(left, 1.0), one_batch=one_batch,
+                        stop_after=max(left, 1.0), one_batch=one_batch, score_every=args.score_every,
                         g_emas=tuple(float(h) for h in args.g_ema.split(",") if h))
     _hand_back(out)
     return 3 if record.get("stopped") else 0
