@@ -562,7 +562,8 @@ def _add_bench(commands) -> None:
                        description="--protocol quick: gankit's own trainer and MLPs, a few minutes on a CPU; the "
                        "levers packing (--packs) and an EMA generator (--g-ema) compare on the same budget. "
                        "--protocol pacgan: PacGAN's published set-up (Lin et al. 2018, Table 1) for the GAN "
-                       "and PacGAN2-4, 10 trials each, with the published rows beside ours.")
+                       "and PacGAN2-4, 10 trials each, with the published rows beside ours; the levers --g-ema and "
+                       "--g-loss add rows of their own.")
     q.add_argument("--protocol", default="quick", choices=("quick", "pacgan"),
                    help="quick (gankit's trainer, short runs) or pacgan (the published set-up) (default: quick)")
     q.add_argument("--datasets", default="ring8,grid25", help="comma-separated: ring8, grid25 (default: both)")
@@ -576,8 +577,9 @@ def _add_bench(commands) -> None:
                    "must divide the batch of 100 (default: quick 1; pacgan 1,2,3,4)")
     q.add_argument("--g-ema", default=None,
                    help="comma-separated half-lives in images of an EMA of G's weights, 0 = off; an EMA run is "
-                   "scored from its EMA generator; pacgan: images are generated examples of its minibatch, 100 an "
-                   "update (default: 0)")
+                   "scored from its EMA generator; pacgan: every trial is scored from G and from each EMA (the same "
+                   "runs, a paired difference), images are generated examples of its minibatch, 100 an update "
+                   "(default: 0)")
     q.add_argument("--trials", type=int, default=None, help="pacgan: trials per row (default: 10, as published)")
     q.add_argument("--iterations", type=int, default=None,
                    help="updates per run (default: quick 2000; pacgan 400000 = 400 epochs of 1000, as published)")
