@@ -246,7 +246,7 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         datasets: tuple[str, ...] = DATASETS, iterations: int = ITERATIONS, jobs: int | None = None,
         device: str = "cpu", log: TextIO | None = None, engine: str = "auto", precision: str = "fp32",
         stop_after: float | None = None, one_batch: bool | None = None, score_every: int | None = None,
-        g_emas: tuple[float, ...] = (0.0,), g_losses: tuple[str, ...] = ("non-saturating",)) -> dict:
+        g_emas: tuple[float, ...] = (), g_losses: tuple[str, ...] = ("non-saturating",)) -> dict:
     """Every (dataset, pack, trial); write results.json, table.txt and collapse.png to out.
     device: auto, cpu or cuda (on a GPU, the `jobs` worker processes share it). engine: loop (one
     trial at a time per process, `trial`), batched (the trials of one pack trained together,
