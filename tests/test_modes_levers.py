@@ -92,8 +92,8 @@ def test_packs_that_do_not_divide_the_batch_are_refused(tmp_path, capsys):
     assert "--g-ema" in capsys.readouterr().err
     assert cli.main(["bench", "modes", "--trials", "3", "--out", str(tmp_path)]) == 1
     assert "--trials: for --protocol pacgan only" in capsys.readouterr().err
-    assert cli.main(["bench", "modes", "--protocol", "pacgan", "--g-ema", "10", "--out", str(tmp_path)]) == 1
-    assert "--g-ema: for --protocol quick only" in capsys.readouterr().err
+    assert cli.main(["bench", "modes", "--protocol", "pacgan", "--seeds", "3", "--out", str(tmp_path)]) == 1
+    assert "--seeds: for --protocol quick only" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # refused before anything trained
 
 
