@@ -274,7 +274,8 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         raise ConfigError(f"--g-loss must list {' or '.join(G_LOSSES)}, got {list(g_losses)}")
     variants = list(itertools.product(packs, dict.fromkeys(g_losses)))  # (M, G loss): each trained
     methods = [(m, g, h) for m, g in variants for h in (0.0, *g_emas)]  # (M, G loss, EMA) of each row
-    for name, v in (("--trials", trials), ("--iterations", iterations), ("--score-every", 1 if score_every is None else score_every)):
+    every = score_every if score_every is not None else curves.default_every(iterations)
+    for name, v in (("--trials", trials), ("--iterations", iterations), ("--score-every", every)):
         if v <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {v}")
     jobs = jobs or min(2, os.cpu_count() or 1)
@@ -292,7 +293,6 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
              f"{trials} trials each; {iterations:,} updates "
              f"each, published {ITERATIONS:,}) on {jobs} processes, {dev}, {engine} engine")
     started = time.perf_counter()
-    every = score_every if score_every is not None else curves.default_every(iterations)
     if engine == "loop":
         results = _train_loop(datasets, variants, g_emas, trials, seed, iterations, jobs, dev, every)
     else:
@@ -309,8 +309,8 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         return {"stopped": True, "signal": STOP.signal, "checkpoints": str(out / "checkpoints")}
     record = {
         "command": "bench modes --protocol pacgan", "seed": seed, "trials": trials, "packs": list(packs),
-        "g_losses": list(dict.fromkeys(g_losses)), "g_emas": list(g_emas), "g_ema_unit": "generated examples (PacGAN's minibatch: 100 an update); each "
-                                              "trial scored from G and from each EMA",
+        "g_losses": list(dict.fromkeys(g_losses)), "g_emas": list(g_emas),
+        "g_ema_unit": "generated examples (PacGAN's minibatch: 100 an update); each trial scored from G and each EMA",
         "iterations": iterations, "published_iterations": ITERATIONS, "device": dev, "jobs": jobs, "engine": engine,
         "precision": precision, "score_every": every,
         "setup": SETUP, "rows": _rows(results, datasets, methods),
@@ -338,8 +338,8 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
 
 
 def _rows(results: list[dict], datasets, methods) -> list[dict]:
-    """One row per (dataset, pack, EMA): mean +- standard error of its trials, and the published
-    row beside it (PacGAN's own rows: no EMA). An EMA row also has `paired`: its trials' scores
+    """One row per (dataset, pack, G loss, EMA): mean +- standard error of its trials, and the
+    published row beside it (PacGAN's own rows: non-saturating, no EMA). An EMA row also has `paired`: its trials' scores
     minus the same trials' scores from G, mean +- standard error (one run, two scorers)."""
     rows = []
     for data, (m, g, h) in itertools.product(datasets, methods):
@@ -382,8 +382,8 @@ def _train_loop(datasets, variants, g_emas, trials, seed, iterations, jobs, dev,
 def _train_batched(datasets, variants, g_emas, trials, seed, iterations, jobs, dev, precision, out: Path,
                    deadline: float | None, one_batch: bool, every: int) -> list[dict] | None:
     """`run_batch` on every trial at once (one_batch: packs mixed, see pacgan_batched.stack_players)
-    or once per pack M (G losses mixed: set_losses), and on a CPU each pack's trials split into `jobs` batches, one process of
-    one thread each. Each batch checkpoints to out/checkpoints/. The results come back in the loop
+    or once per pack M (G losses mixed: set_losses), and on a CPU each pack's trials split into
+    `jobs` batches, one process of one thread each. Each batch checkpoints to out/checkpoints/. The results come back in the loop
     engine's order; None if any batch stopped at the deadline."""
     from gankit.theory.pacgan_batched import STOP, install_stop, run_batch
 
