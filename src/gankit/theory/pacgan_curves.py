@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 import torch
+from matplotlib.ticker import FuncFormatter
 
 from gankit.data.toy import ToyDistribution
 from gankit.metrics.toy import mode_metrics
@@ -109,6 +110,7 @@ def figure(path, results: list[dict], datasets, methods, published: dict) -> Non
                       None if h or g != "non-saturating" else published.get((data, m)))
             ax.set_title(f"{data}: {LABELS[metric]}", fontsize=8)
             ax.set_xlabel("updates", fontsize=7)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
             ax.tick_params(labelsize=7)
             if col == 0:
                 ax.plot([], [], color="grey", linestyle="--", linewidth=0.8, label="PacGAN Table 1")
