@@ -213,12 +213,13 @@ def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = Fa
         loss_d, loss_g = simultaneous_step(G, D, opt_G, opt_D, real, zs, g_loss)
         for average, h in zip(scorers[1:], g_emas, strict=True):
             ema.update(average, G, ema_beta(h))
-        if it + 1 in keep:
-            for mine, scorer in zip(kept, scorers, strict=True):
-                shot = _samples(scorer, eval_z)
-                mine.append({"iteration": it + 1, "samples": shot.numpy(), **mode_metrics(shot, toy)})
-        if watch.due(it + 1):
-            scores.append(watch(it + 1, torch.stack([_samples(g, eval_z) for g in scorers])))
+        if it + 1 in keep or watch.due(it + 1):
+            shots = torch.stack([_samples(g, eval_z) for g in scorers])  # (scorers, 2500, 2)
+            if it + 1 in keep:
+                for mine, shot in zip(kept, shots, strict=True):
+                    mine.append({"iteration": it + 1, "samples": shot.numpy(), **mode_metrics(shot, toy)})
+            if watch.due(it + 1):
+                scores.append(watch(it + 1, shots))
     seconds = round(time.perf_counter() - started, 2)
     results = []
     for e, (scorer, h) in enumerate(zip(scorers, (0.0, *g_emas), strict=True)):

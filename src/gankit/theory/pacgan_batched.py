@@ -408,11 +408,12 @@ def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generato
         zs = torch.randn(T, M, P, SETUP["latent_dim"], generator=generator, device=device)
         progress.result = update(real, zs)
         progress.it = it + 1
-        if it + 1 in keep or (watch is not None and watch.due(it + 1)):
+        scored = watch is not None and watch.due(it + 1)
+        if it + 1 in keep or scored:
             samples = views(players, eval_z)  # (V, 2500, 2)
             if it + 1 in keep:
                 progress.kept.append((it + 1, samples))
-            if watch is not None and watch.due(it + 1):
+            if scored:
                 progress.scores.append(watch(it + 1, samples))
                 if save is not None:
                     save(progress)
