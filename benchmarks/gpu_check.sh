@@ -254,8 +254,10 @@ step cuda-tests "every test that needs CUDA, no -x" 200 30 \
 # PacGAN's Table 1 (issue 19) takes whatever the budget leaves: every step below it was measured
 # on 2026-11-30 (docs/benchmarks.md) and is skipped for time. Its checkpoints stay in the work
 # folder: the next call continues it (docs/theory.md section 5, "For the next GPU session").
+# --fit: the seconds of training one session's two calls leave (15 device minutes less the start,
+# the CUDA tests, the checks and the second call's start-up); PACGAN_FIT changes it.
 step pacgan "PacGAN's Table 1, batched + CUDA graph, as far as the budget goes" 9999 120 \
-    "$gpy benchmarks/pacgan_gpu.py --device cuda --budget \$((STEP_LIMIT - 20)) --out $gwork/pacgan" \
+    "$gpy benchmarks/pacgan_gpu.py --device cuda --budget \$((STEP_LIMIT - 20)) --fit \${PACGAN_FIT:-650} --out $gwork/pacgan" \
     "$PY benchmarks/pacgan_gpu.py --device cpu --budget \$((STEP_LIMIT - 20)) --packs 1 --iterations 10 --score-every 5 --out $work/pacgan"
 step torchrun-nccl "torchrun, 1 process, NCCL" 90 30 \
     "NCCL_DEBUG=VERSION $gpy $train --device cuda --batch-size 128 --max-images 64000 --out $gwork/torchrun --overwrite" \

@@ -10,7 +10,8 @@ update one CUDA graph, checkpoints between calls).
    batch of every pack's trials (packs mixed, pacgan_batched.stack_players), from the difference
    of a 200- and a 600-update run (set-up and scoring left out);
 3. the run: `gankit bench modes --protocol pacgan` (all rows, 10 trials, 400,000 updates) in the
-   faster layout, stopped with every batch checkpointed when the budget ends (exit status 3); the
+   faster layout; with --fit SECONDS, when all four rows would not fit in that many seconds of
+   training but the goals' rows (GAN and PacGAN2) in one batch would, only those (timed too), stopped with every batch checkpointed when the budget ends (exit status 3); the
    next call with --run-only continues from --out, which stays on a device machine held between
    calls (build/ is not sent again). Every trial is scored from G and from EMAs of G (--g-ema).
    table.txt, results.json, collapse.png and curves.png in --out at the end.
@@ -83,10 +84,35 @@ def checks(packs: list[int], precision: str, device: str) -> dict:
     return report
 
 
+def choose_run(report: dict, packs: list[int], iterations: int, fit: float | None, precision: str,
+               device: str) -> tuple[list[int], bool]:
+    """The packs and layout of the run: all of `packs` in the faster layout, unless `fit` seconds
+    (what this session's calls leave for training) are too few for them but enough for the GAN and
+    PacGAN2 rows in one batch, timed here; scoring and checkpoints are reckoned at 10%."""
+    def seconds(ms: float) -> float:
+        return 1.1 * ms * iterations / 1000
+    best = min(report["ms_per_update_one_batch"], report["ms_per_update_per_pack_sum"])
+    report["fit_s"], report["estimate_s"] = fit, seconds(best)
+    if fit is None or seconds(best) <= fit or packs == [1, 2] or not {1, 2} <= set(packs):
+        return packs, report["one_batch"]
+    gpu = device == "cuda"
+    goals = ms_per_update([1, 2], precision, device, *((200, 600) if gpu else (4, 8)))
+    report["ms_per_update_goals_one_batch"], report["estimate_goals_s"] = goals, seconds(goals)
+    print(f"all four rows need about {seconds(best):.0f} s, more than --fit {fit:.0f}; the GAN and PacGAN2 rows "
+          f"in one batch: {goals:.3f} ms per update, about {seconds(goals):.0f} s", flush=True)
+    if seconds(goals) <= fit:
+        return [1, 2], True
+    return packs, report["one_batch"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=540, help="seconds for this call, checks and run together")
-    parser.add_argument("--packs", default="1,2,3,4", help="the run's packs (default: all four rows)")
+    parser.add_argument("--packs", default=None,
+                        help="the run's packs (default: all four rows, or with --run-only those the first call chose)")
+    parser.add_argument("--fit", type=float, default=None,
+                        help="seconds of training this session's calls leave for the run: when all four rows would "
+                             "not fit but the GAN and PacGAN2 rows would, run only those")
     parser.add_argument("--iterations", type=int, default=pacgan.ITERATIONS, help="updates (default: as published)")
     parser.add_argument("--precision", default="tf32", choices=("fp32", "tf32"))
     parser.add_argument("--g-ema", default="10000,100000",
@@ -101,14 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.time() + args.budget
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    packs = [int(m) for m in args.packs.split(",")]
+    packs = [int(m) for m in (args.packs or "1,2,3,4").split(",")]
     one_batch = None
     if not args.run_only:
         report = checks(packs, args.precision, args.device)
+        packs, one_batch = choose_run(report, packs, args.iterations, args.fit, args.precision, args.device)
+        report.update(run_packs=packs, run_one_batch=one_batch)
         (out / "timing.json").write_text(json.dumps(report, indent=1))
-        one_batch = report["one_batch"]
     elif (out / "timing.json").is_file():
-        one_batch = json.loads((out / "timing.json").read_text())["one_batch"]
+        report = json.loads((out / "timing.json").read_text())
+        one_batch = report.get("run_one_batch", report["one_batch"])
+        packs = [int(m) for m in args.packs.split(",")] if args.packs else report.get("run_packs", packs)
     left = deadline - time.time() - 20  # the scoring, the figure, the table
     print(f"the run: packs {packs}, {args.iterations:,} updates, {args.precision}, "
           f"{'one batch' if one_batch else 'a batch per pack'}, stopping after {left:.0f} s", flush=True)
