@@ -14,10 +14,10 @@
 # The steps, most important first; each runs under `timeout` (its cap, or what is left of the
 # budget), and none starts when less than its minimum is left before the deadline:
 #   cuda-tests              every test that needs CUDA (benchmarks/cuda_tests.py selects them), no -x
-#   pacgan                  benchmarks/pacgan_gpu.py: PacGAN's Table 1 on what the budget leaves, checkpointed
-#                           (continue in the next call: python3 benchmarks/pacgan_gpu.py --device cuda
-#                           --budget 540 --out build/gpu-check-work/pacgan --run-only); the steps below were
-#                           all measured on 2026-11-30 and are skipped for time unless --budget is raised
+#   pacgan                  benchmarks/pacgan_gpu.py: PacGAN's Table 1, the rows not yet done that fit a session
+#                           (--fit), checkpointed (continue in the next call: python3 benchmarks/pacgan_gpu.py
+#                           --device cuda --budget SECONDS --out build/gpu-check-work/pacgan --run-only); the steps
+#                           below were all measured on 2026-11-30 and are skipped for time unless --budget is raised
 #   torchrun-nccl           `gankit train --nproc 1` on CUDA: torchrun, NCCL, the DDP code path
 #   throughput-b128         benchmarks/throughput.py at batch 128: tf32 eager, +graphs, bf16, bf16+graphs
 #   vs-examples             benchmarks/vs_examples.py speed mode against pytorch/examples dcgan/main.py

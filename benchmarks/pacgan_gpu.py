@@ -1,20 +1,31 @@
-"""PacGAN's Table 1 on a GPU, over as many device calls as it takes (the batched engine, its
-update one CUDA graph, checkpoints between calls).
+"""PacGAN's Table 1 on a GPU, a few rows a session: each row finished at the published length
+comes back and is kept in the repository, and the next session runs the rows still missing.
 
-    python benchmarks/pacgan_gpu.py --budget 540 --out build/pacgan-gpu             # first call
-    python benchmarks/pacgan_gpu.py --budget 540 --out build/pacgan-gpu --run-only  # each next one
+    python benchmarks/pacgan_gpu.py --budget 540 --fit 650 --out build/pacgan-gpu       # first call
+    python benchmarks/pacgan_gpu.py --budget 240 --out build/pacgan-gpu --run-only      # the next one
+
+Why rows: the full table is about 32 minutes of an H200 (all 80 trials in one batch, 4.8 ms an
+update, 2026-11-30), a session lends 15, and a run's checkpoints (15 MB a trial: the players,
+Adam's moments, the EMAs) cannot come back from the device machine. So a session runs whole
+*units* - a pack's 10 trials on one or both datasets, each its own batch - that fit.
 
 1. graph check: 20 updates of 4 trials of mixed packs, eager and as a CUDA graph on the same
    inputs; prints the largest parameter difference (the graph replays the eager kernels: 0);
-2. timing: ms per update of a batch per pack (10 ring8 and 10 grid25 trials each) and of one
-   batch of every pack's trials (packs mixed, pacgan_batched.stack_players), from the difference
+2. timing: ms per update of each candidate unit (its trials in one batch), from the difference
    of a 200- and a 600-update run (set-up and scoring left out);
-3. the run: `gankit bench modes --protocol pacgan` (all rows, 10 trials, 400,000 updates) in the
-   faster layout; with --fit SECONDS, when all four rows would not fit in that many seconds of
-   training but the goals' rows (GAN and PacGAN2) in one batch would, only those (timed too), stopped with every batch checkpointed when the budget ends (exit status 3); the
-   next call with --run-only continues from --out, which stays on a device machine held between
-   calls (build/ is not sent again). Every trial is scored from G and from EMAs of G (--g-ema).
-   table.txt, results.json, collapse.png and curves.png in --out at the end.
+3. the plan: the units not yet done (a unit is done when DONE/<unit>/results.json exists; DONE
+   defaults to docs/theory/pacgan-gpu, where finished units are committed), in the order GAN,
+   PacGAN2, PacGAN3, PacGAN4 and both datasets before one, while their estimated time (10% added
+   for scoring and checkpoints) fits in --fit seconds; if none fits, the first, as far as it goes;
+4. the run: `gankit bench modes --protocol pacgan` for each planned unit in turn (10 trials,
+   400,000 updates, the batched engine), stopped with its checkpoint when the budget ends (exit
+   status 3); the next call with --run-only follows the same plan and continues from --out,
+   which stays on a device machine held between calls (build/ is not sent again). Every trial is
+   also scored from EMAs of G (--g-ema).
+
+Each finished unit's folder (results.json, table.txt, collapse.png, curves.png) is packed into
+$OUT/pacgan/units.tar.gz with the timing and the plan (timing.json); unpack it into
+docs/theory/pacgan-gpu/ and `benchmarks/pacgan_merge.py` makes the table of every unit so far.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import json
 import os
 import shutil
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -31,6 +43,9 @@ import torch
 
 from gankit.theory import pacgan
 from gankit.theory import pacgan_batched as pb
+
+DONE = Path("docs/theory/pacgan-gpu")
+OVERHEAD = 1.1  # scoring 20 times a run and the 5-minute checkpoints, on top of the updates
 
 
 def graph_check(device: str) -> float:
@@ -53,66 +68,75 @@ def graph_check(device: str) -> float:
     return max((a - b).abs().max().item() for a, b in zip(*ends, strict=True))
 
 
-def ms_per_update(packs: list[int], precision: str, device: str, short: int, long: int) -> float:
-    """ms per update of one batch: 10 ring8 and 10 grid25 trials of each pack in `packs`."""
-    trials = [(m, d, t) for m in packs for d in ("ring8", "grid25") for t in range(10)]
-    datas, ms, seeds = [d for _, d, _ in trials], [m for m, _, _ in trials], [t for _, _, t in trials]
+def ms_per_update(unit: tuple[int, tuple[str, ...]], precision: str, device: str, short: int, long: int) -> float:
+    """ms per update of one unit's batch: 10 trials of pack M on each of its datasets."""
+    m, datasets = unit
+    trials = [(d, t) for d in datasets for t in range(10)]
     seconds = []
     for n in (short, long):
         if device == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        pb.run_batch(datas, ms, seeds, n, device, precision=precision, score_every=n)  # scored once, at the end
+        pb.run_batch([d for d, _ in trials], [m] * len(trials), [t for _, t in trials], n, device,
+                     precision=precision, score_every=n)  # scored once, at the end
         seconds.append(time.perf_counter() - started)
     return 1000 * (seconds[1] - seconds[0]) / (long - short)
 
 
-def checks(packs: list[int], precision: str, device: str) -> dict:
-    """The graph check and the two layouts' times: a batch per pack, and one batch of all."""
+def unit_name(unit: tuple[int, tuple[str, ...]]) -> str:
+    return f"pack{unit[0]}-{'-'.join(unit[1])}"
+
+
+def plan(packs: list[int], done: set[str], fit: float | None, iterations: int, timed) -> tuple[list, dict]:
+    """The units to run, in order, and each candidate's ms an update. timed(unit) -> ms an update.
+    A pack's datasets not yet done form one unit; when it does not fit, each dataset alone."""
+    chosen, timing, left, first = [], {}, fit, None
+    for m in packs:
+        todo = tuple(d for d in pacgan.DATASETS if unit_name((m, (d,))) not in done)
+        if unit_name((m, pacgan.DATASETS)) in done or not todo:
+            continue
+        if left is None:
+            chosen.append((m, todo))
+            continue
+        for unit in [(m, todo)] + ([(m, (d,)) for d in todo] if len(todo) > 1 else []):
+            ms = timing[unit_name(unit)] = timed(unit)
+            first = first or unit
+            need = OVERHEAD * ms * iterations / 1000
+            print(f"  {unit_name(unit)}: {ms:.3f} ms an update, about {need:.0f} s; {left:.0f} s left of --fit", flush=True)
+            if need <= left:
+                chosen.append(unit)
+                left -= need
+                if len(unit[1]) == len(todo):  # the pack's every dataset at once
+                    break
+    if not chosen and first:
+        print(f"  no unit fits in --fit {fit:.0f} s: {unit_name(first)}, as far as the budget goes", flush=True)
+        chosen = [first]
+    return chosen, timing
+
+
+def checks(packs: list[int], precision: str, device: str, fit: float | None, iterations: int, done: set[str]) -> dict:
+    """The graph check, each candidate unit's time and the plan."""
     gpu = device == "cuda"
-    report: dict = {"device": torch.cuda.get_device_name() if gpu else "cpu", "torch": torch.__version__}
+    report: dict = {"device": torch.cuda.get_device_name() if gpu else "cpu", "torch": torch.__version__,
+                    "precision": precision, "iterations": iterations, "fit_s": fit, "done_before": sorted(done)}
     report["graph_check_max_abs_diff"] = graph_check(device) if gpu else float("nan")
     print(f"graph check (mixed packs): largest |eager - graph| after 20 updates: {report['graph_check_max_abs_diff']:.3g}",
           flush=True)
     lengths = (200, 600) if gpu else (4, 8)
-    per_pack = {m: ms_per_update([m], precision, device, *lengths) for m in packs}
-    one = ms_per_update(packs, precision, device, *lengths)
-    report.update(precision=precision, ms_per_update_per_pack=per_pack, ms_per_update_per_pack_sum=sum(per_pack.values()),
-                  ms_per_update_one_batch=one, one_batch=one < sum(per_pack.values()))
-    print(f"{precision}: ms per update, a batch per pack {', '.join(f'M={m} {v:.3f}' for m, v in per_pack.items())} "
-          f"(sum {sum(per_pack.values()):.3f}); one batch of all {one:.3f}", flush=True)
+    units, timing = plan(packs, done, fit, iterations, lambda unit: ms_per_update(unit, precision, device, *lengths))
+    report.update(ms_per_update=timing, plan=[[m, list(ds)] for m, ds in units])
+    print(f"{precision}: the plan: {', '.join(unit_name(u) for u in units) or 'nothing left to run'}", flush=True)
     return report
-
-
-def choose_run(report: dict, packs: list[int], iterations: int, fit: float | None, precision: str,
-               device: str) -> tuple[list[int], bool]:
-    """The packs and layout of the run: all of `packs` in the faster layout, unless `fit` seconds
-    (what this session's calls leave for training) are too few for them but enough for the GAN and
-    PacGAN2 rows in one batch, timed here; scoring and checkpoints are reckoned at 10%."""
-    def seconds(ms: float) -> float:
-        return 1.1 * ms * iterations / 1000
-    best = min(report["ms_per_update_one_batch"], report["ms_per_update_per_pack_sum"])
-    report["fit_s"], report["estimate_s"] = fit, seconds(best)
-    if fit is None or seconds(best) <= fit or packs == [1, 2] or not {1, 2} <= set(packs):
-        return packs, report["one_batch"]
-    gpu = device == "cuda"
-    goals = ms_per_update([1, 2], precision, device, *((200, 600) if gpu else (4, 8)))
-    report["ms_per_update_goals_one_batch"], report["estimate_goals_s"] = goals, seconds(goals)
-    print(f"all four rows need about {seconds(best):.0f} s, more than --fit {fit:.0f}; the GAN and PacGAN2 rows "
-          f"in one batch: {goals:.3f} ms per update, about {seconds(goals):.0f} s", flush=True)
-    if seconds(goals) <= fit:
-        return [1, 2], True
-    return packs, report["one_batch"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=540, help="seconds for this call, checks and run together")
-    parser.add_argument("--packs", default=None,
-                        help="the run's packs (default: all four rows, or with --run-only those the first call chose)")
+    parser.add_argument("--packs", default="1,2,3,4", help="the table's packs, in the order they are run")
     parser.add_argument("--fit", type=float, default=None,
-                        help="seconds of training this session's calls leave for the run: when all four rows would "
-                             "not fit but the GAN and PacGAN2 rows would, run only those")
+                        help="seconds of training this session's calls leave: plan only the units that fit "
+                             "(default: every unit not done)")
+    parser.add_argument("--done", default=str(DONE), help="folder of finished units, one folder each (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=pacgan.ITERATIONS, help="updates (default: as published)")
     parser.add_argument("--precision", default="tf32", choices=("fp32", "tf32"))
     parser.add_argument("--g-ema", default="10000,100000",
@@ -121,44 +145,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-every", type=int, default=None,
                         help="score every trial every so many updates (default: 20 times a run)")
     parser.add_argument("--out", default="build/pacgan-gpu")
-    parser.add_argument("--run-only", action="store_true", help="no checks: continue the run in --out")
+    parser.add_argument("--run-only", action="store_true", help="no checks: follow the first call's plan in --out")
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script (no graph check, tiny sizes)")
     args = parser.parse_args(argv)
     deadline = time.time() + args.budget
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    packs = [int(m) for m in (args.packs or "1,2,3,4").split(",")]
-    one_batch = None
-    if not args.run_only:
-        report = checks(packs, args.precision, args.device)
-        packs, one_batch = choose_run(report, packs, args.iterations, args.fit, args.precision, args.device)
-        report.update(run_packs=packs, run_one_batch=one_batch)
-        (out / "timing.json").write_text(json.dumps(report, indent=1))
-    elif (out / "timing.json").is_file():
+    if args.run_only:
+        if not (out / "timing.json").is_file():
+            raise SystemExit(f"pacgan_gpu: --run-only: no {out / 'timing.json'}; run once without --run-only first")
         report = json.loads((out / "timing.json").read_text())
-        one_batch = report.get("run_one_batch", report["one_batch"])
-        packs = [int(m) for m in args.packs.split(",")] if args.packs else report.get("run_packs", packs)
-    left = deadline - time.time() - 20  # the scoring, the figure, the table
-    print(f"the run: packs {packs}, {args.iterations:,} updates, {args.precision}, "
-          f"{'one batch' if one_batch else 'a batch per pack'}, stopping after {left:.0f} s", flush=True)
-    record = pacgan.run(out, 0, 10, tuple(packs), pacgan.DATASETS, args.iterations, 1, args.device, log=sys.stdout,
-                        engine="batched", precision=args.precision if args.device == "cuda" else "fp32",
-                        stop_after=max(left, 1.0), one_batch=one_batch, score_every=args.score_every,
-                        g_emas=tuple(float(h) for h in args.g_ema.split(",") if h))
+    else:
+        done = {p.parent.name for p in Path(args.done).glob("*/results.json")}
+        report = checks([int(m) for m in args.packs.split(",")], args.precision, args.device, args.fit,
+                        args.iterations, done)
+        (out / "timing.json").write_text(json.dumps(report, indent=1))
+    stopped = run_plan(out, [(m, tuple(ds)) for m, ds in report["plan"]], args, deadline)
     _hand_back(out)
-    return 3 if record.get("stopped") else 0
+    return 3 if stopped else 0
+
+
+def run_plan(out: Path, units: list, args, deadline: float) -> bool:
+    """Each unit in turn, skipping those finished in --out; True when the budget stopped one."""
+    for unit in units:
+        folder = out / unit_name(unit)
+        if (folder / "results.json").is_file():
+            continue
+        left = deadline - time.time() - 20  # the scoring, the figures, the table, the hand-back
+        if left < 5:
+            return True
+        print(f"the run: {unit_name(unit)}, {args.iterations:,} updates, {args.precision}, stopping after {left:.0f} s",
+              flush=True)
+        record = pacgan.run(folder, 0, 10, (unit[0],), unit[1], args.iterations, 1, args.device, log=sys.stdout,
+                            engine="batched", precision=args.precision if args.device == "cuda" else "fp32",
+                            stop_after=left, one_batch=False, score_every=args.score_every,
+                            g_emas=tuple(float(h) for h in args.g_ema.split(",") if h))
+        if record.get("stopped"):
+            return True
+    return False
 
 
 def _hand_back(out: Path) -> None:
-    """On the device machine ($OUT set): copy what there is of the results to $OUT/pacgan/, the
-    folder whose files come back (the checkpoints stay behind for the next call)."""
+    """On the device machine ($OUT set): timing.json and one archive of the finished units' folders
+    (without their checkpoints) to $OUT/pacgan/, whose files come back; the device lends 8 files."""
     if not os.environ.get("OUT"):
         return
     dest = Path(os.environ["OUT"]) / "pacgan"
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("timing.json", "table.txt", "results.json", "collapse.png", "curves.png"):
-        if (out / name).is_file():
-            shutil.copyfile(out / name, dest / name)
+    if (out / "timing.json").is_file():
+        shutil.copyfile(out / "timing.json", dest / "timing.json")
+    finished = sorted(p.parent for p in out.glob("*/results.json"))
+    if finished:
+        with tarfile.open(dest / "units.tar.gz", "w:gz") as tar:
+            for folder in finished:
+                for name in ("results.json", "table.txt", "collapse.png", "curves.png"):
+                    if (folder / name).is_file():
+                        tar.add(folder / name, arcname=f"{folder.name}/{name}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
 import multiprocessing
 import os
@@ -345,6 +346,8 @@ def _rows(results: list[dict], datasets, methods) -> list[dict]:
     rows = []
     for data, (m, g, h) in itertools.product(datasets, methods):
         runs = [r for r in results if (r["data"], r["pack"], r["g_loss"], r["g_ema"]) == (data, m, g, h)]
+        if not runs:  # a merged table's dataset that lacks this method (merge)
+            continue
         row = {"data": data, "pack": m, "g_loss": g, "g_ema": h, "seeds": [r["seed"] for r in runs],
                **{k: summary([float(r[k]) for r in runs]) for k in METRICS}}
         pub = None if h or g != "non-saturating" else PUBLISHED.get((data, m))
@@ -355,6 +358,35 @@ def _rows(results: list[dict], datasets, methods) -> list[dict]:
             row["paired"] = {k: summary([float(r[k]) - float(plain[r["seed"]][k]) for r in runs]) for k in METRICS}
         rows.append(row)
     return rows
+
+
+def merge(records: list[dict], sources: list[str]) -> dict:
+    """One table from runs of different rows (a GPU session's units, benchmarks/pacgan_merge.py):
+    their trials together and each row's mean +- se again. sources names each record in errors.
+    The runs must share updates, trials, seed and EMAs, and no (dataset, method, seed) twice."""
+    for key in ("iterations", "trials", "seed", "g_emas"):
+        values = {json.dumps(r.get(key)) for r in records}
+        if len(values) > 1:
+            per = ", ".join(f"{src}: {r.get(key)}" for src, r in zip(sources, records, strict=True))
+            raise ConfigError(f"cannot merge runs that differ in {key} ({per}); merge runs of one set-up")
+    results, seen = [], {}
+    for src, record in zip(sources, records, strict=True):
+        for r in record["trial_results"]:
+            key = (r["data"], r["pack"], r.get("g_loss", "non-saturating"), r["g_ema"], r["seed"])
+            if key in seen:
+                raise ConfigError(f"{src} and {seen[key]} both hold {key}: merge each trial once")
+            seen[key] = src
+            results.append({**r, "g_loss": key[2]})
+    datasets = [d for d in DATASETS if any(r["data"] == d for r in results)]
+    losses = list(G_LOSSES)
+    methods = sorted(dict.fromkeys((r["pack"], r["g_loss"], r["g_ema"]) for r in results),
+                     key=lambda x: (x[0], losses.index(x[1]), x[2]))
+    first = records[0]
+    return {"command": "bench modes --protocol pacgan, merged", "sources": sources,
+            **{k: first.get(k) for k in ("seed", "trials", "iterations", "published_iterations", "g_emas", "setup")},
+            "packs": sorted({m for m, _, _ in methods}), "precision": sorted({r.get("precision") for r in records}),
+            "devices": sorted({r.get("device") for r in records}), "rows": _rows(results, datasets, methods),
+            "datasets": datasets, "methods": [list(x) for x in methods], "trial_results": results}
 
 
 def choose_engine(engine: str, device: str) -> str:

@@ -1,0 +1,120 @@
+"""PacGAN's table a few rows a GPU session (benchmarks/pacgan_gpu.py, benchmarks/pacgan_merge.py):
+the plan takes the units not yet done that fit, in the table's order; a table merged from runs of
+some rows each is the table of one run of them all; runs that cannot be merged are refused."""
+
+import importlib.util
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from gankit.errors import ConfigError
+from gankit.theory import pacgan
+
+ROOT = Path(__file__).parents[1]
+spec = importlib.util.spec_from_file_location("pacgan_gpu", ROOT / "benchmarks" / "pacgan_gpu.py")
+pacgan_gpu = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pacgan_gpu)
+spec = importlib.util.spec_from_file_location("pacgan_merge", ROOT / "benchmarks" / "pacgan_merge.py")
+pacgan_merge = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pacgan_merge)
+
+# ms an update, of the shape the H200 measured on 2026-11-30: a dataset alone a little over half
+MS = {1: 0.9, 2: 1.15, 3: 1.8, 4: 1.85}
+
+
+def _timed(unit):
+    m, datasets = unit
+    return MS[m] * (1 if len(datasets) == 2 else 0.55)
+
+
+def _plan(fit, done=()):
+    units, timing = pacgan_gpu.plan([1, 2, 3, 4], set(done), fit, 400_000, _timed)
+    return [pacgan_gpu.unit_name(u) for u in units], timing
+
+
+def test_the_plan_takes_the_units_that_fit_in_the_tables_order():
+    # GAN both: 396 s; PacGAN2 both: 506 s, too much for the 254 s left; each dataset alone: 278 s, too
+    units, timing = _plan(650)
+    assert units == ["pack1-ring8-grid25"]
+    assert list(timing)[:4] == ["pack1-ring8-grid25", "pack2-ring8-grid25", "pack2-ring8", "pack2-grid25"]
+    # with the GAN rows done, PacGAN2 both datasets and then one dataset of PacGAN3 (436 s)
+    assert _plan(650, {"pack1-ring8-grid25"})[0] == ["pack2-ring8-grid25"]
+    assert _plan(1000, {"pack1-ring8-grid25"})[0] == ["pack2-ring8-grid25", "pack3-ring8"]
+
+
+def test_the_plan_skips_units_done_and_runs_a_packs_missing_dataset_alone():
+    done = {"pack1-ring8-grid25", "pack2-ring8-grid25", "pack3-ring8"}
+    assert _plan(650, done)[0] == ["pack3-grid25"]
+    assert _plan(None, done)[0] == ["pack3-grid25", "pack4-ring8-grid25"], "no --fit: every unit left"
+    assert _plan(650, done | {"pack3-grid25", "pack4-ring8", "pack4-grid25"})[0] == []
+
+
+def test_when_nothing_fits_the_first_unit_runs_as_far_as_it_goes(capsys):
+    assert _plan(100)[0] == ["pack1-ring8-grid25"]
+    assert "no unit fits in --fit 100 s" in capsys.readouterr().out
+
+
+def _run(tmp_path, name, packs, datasets=pacgan.DATASETS, **kw):
+    return pacgan.run(tmp_path / name, seed=7, trials=2, packs=packs, datasets=datasets, iterations=4, jobs=1,
+                      score_every=2, engine="batched", g_emas=(300.0,), **kw)
+
+
+def test_a_table_merged_from_runs_of_some_rows_is_the_table_of_one_run_of_them_all(tmp_path):
+    whole = _run(tmp_path, "whole", (1, 2))
+    parts = [_run(tmp_path, "gan", (1,)), _run(tmp_path, "ring", (2,), ("ring8",)),
+             _run(tmp_path, "grid", (2,), ("grid25",))]
+    merged = pacgan.merge(parts, ["gan", "ring", "grid"])
+    assert merged["rows"] == whole["rows"]
+    assert pacgan.table(merged) == pacgan.table(whole)
+
+
+def test_the_merge_script_writes_the_table_of_the_unit_folders(tmp_path, capsys):
+    for name, packs in (("pack1-ring8-grid25", (1,)), ("pack2-ring8-grid25", (2,))):
+        _run(tmp_path / "units", name, packs)
+    assert pacgan_merge.main(["--units", str(tmp_path / "units"), "--out", str(tmp_path / "table")]) == 0
+    text = (tmp_path / "table" / "table.txt").read_text()
+    assert "GAN PacGAN Table 1" in text and "PacGAN2 PacGAN Table 1" in text
+    assert json.loads((tmp_path / "table" / "results.json").read_text())["sources"] == \
+        ["pack1-ring8-grid25", "pack2-ring8-grid25"]
+    assert (tmp_path / "table" / "curves.png").stat().st_size > 0
+    assert pacgan_merge.main(["--units", str(tmp_path / "nothing")]) == 2
+    assert "unpack a GPU session's units.tar.gz" in capsys.readouterr().err
+
+
+def test_runs_of_another_length_or_the_same_trials_twice_are_not_merged(tmp_path):
+    gan = _run(tmp_path, "gan", (1,))
+    longer = pacgan.run(tmp_path / "longer", seed=7, trials=2, packs=(2,), iterations=6, jobs=1, score_every=2,
+                        engine="batched", g_emas=(300.0,))
+    with pytest.raises(ConfigError, match=r"differ in iterations \(gan: 4, longer: 6\)"):
+        pacgan.merge([gan, longer], ["gan", "longer"])
+    with pytest.raises(ConfigError, match="again and gan both hold"):
+        pacgan.merge([gan, gan], ["gan", "again"])
+
+
+def test_a_packs_datasets_each_fit_alone_when_both_at_once_do_not():
+    # a batch of both datasets slower than two of one each: 1,100 s at once, 440 s each alone
+    def timed(unit):
+        return 2.5 if len(unit[1]) == 2 else 1.0
+    units, _ = pacgan_gpu.plan([3], set(), 900, 400_000, timed)
+    assert units == [(3, ("ring8",)), (3, ("grid25",))]
+    assert pacgan_gpu.plan([3], set(), 500, 400_000, timed)[0] == [(3, ("ring8",))]
+
+
+def test_the_next_call_follows_the_first_calls_plan_and_hands_back_the_finished_units(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    (out / "pack1-ring8").mkdir(parents=True)
+    (out / "pack1-ring8" / "results.json").write_text("{}")  # finished in an earlier call: not run again
+    (out / "timing.json").write_text(json.dumps({"plan": [[1, ["ring8"]], [2, ["ring8"]]]}))
+    monkeypatch.setenv("OUT", str(tmp_path / "back"))
+    args = ["--run-only", "--device", "cpu", "--iterations", "4", "--score-every", "2", "--g-ema", "", "--out", str(out)]
+    assert pacgan_gpu.main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pack1-ring8", "pack2-ring8", "timing.json"]
+    assert json.loads((out / "pack2-ring8" / "results.json").read_text())["packs"] == [2]
+    with tarfile.open(tmp_path / "back" / "pacgan" / "units.tar.gz") as tar:
+        names = tar.getnames()
+    assert "pack1-ring8/results.json" in names and "pack2-ring8/curves.png" in names
+    assert not any("checkpoints" in n for n in names)
+    with pytest.raises(SystemExit, match="run once without --run-only first"):
+        pacgan_gpu.main(["--run-only", "--device", "cpu", "--out", str(tmp_path / "empty")])
