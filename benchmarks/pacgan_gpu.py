@@ -7,7 +7,7 @@ comes back and is kept in the repository, and the next session runs the rows sti
 Why rows: the full table is about 32 minutes of an H200 (all 80 trials in one batch, 4.8 ms an
 update, 2026-11-30), a session lends 15, and a run's checkpoints (15 MB a trial: the players,
 Adam's moments, the EMAs) cannot come back from the device machine. So a session runs whole
-*units* - a pack's 10 trials on one or both datasets, each its own batch - that fit.
+*units* - a pack's 10 trials with one G loss on one or both datasets, each its own batch - that fit.
 
 1. graph check: 20 updates of 4 trials of mixed packs, eager and as a CUDA graph on the same
    inputs; prints the largest parameter difference (the graph replays the eager kernels: 0);
@@ -15,7 +15,8 @@ Adam's moments, the EMAs) cannot come back from the device machine. So a session
    of a 200- and a 600-update run (set-up and scoring left out);
 3. the plan: the units not yet done (a unit is done when DONE/<unit>/results.json exists; DONE
    defaults to docs/theory/pacgan-gpu, where finished units are committed), in the order GAN,
-   PacGAN2, PacGAN3, PacGAN4 and both datasets before one, while their estimated time (10% added
+   PacGAN2, PacGAN3, PacGAN4 (then the same with the saturating G loss, --g-losses) and both
+   datasets before one, while their estimated time (10% added
    for scoring and checkpoints) fits in --fit seconds; if none fits, the first, as far as it goes;
 4. the run: `gankit bench modes --protocol pacgan` for each planned unit in turn (10 trials,
    400,000 updates, the batched engine), stopped with its checkpoint when the budget ends (exit
@@ -68,9 +69,9 @@ def graph_check(device: str) -> float:
     return max((a - b).abs().max().item() for a, b in zip(*ends, strict=True))
 
 
-def ms_per_update(unit: tuple[int, tuple[str, ...]], precision: str, device: str, short: int, long: int) -> float:
-    """ms per update of one unit's batch: 10 trials of pack M on each of its datasets."""
-    m, datasets = unit
+def ms_per_update(unit: tuple, precision: str, device: str, short: int, long: int) -> float:
+    """ms per update of one unit's batch: 10 trials of pack M and G loss on each of its datasets."""
+    m, loss, datasets = unit
     trials = [(d, t) for d in datasets for t in range(10)]
     seconds = []
     for n in (short, long):
@@ -78,27 +79,31 @@ def ms_per_update(unit: tuple[int, tuple[str, ...]], precision: str, device: str
             torch.cuda.synchronize()
         started = time.perf_counter()
         pb.run_batch([d for d, _ in trials], [m] * len(trials), [t for _, t in trials], n, device,
-                     precision=precision, score_every=n)  # scored once, at the end
+                     precision=precision, score_every=n, g_loss=loss)  # scored once, at the end
         seconds.append(time.perf_counter() - started)
     return 1000 * (seconds[1] - seconds[0]) / (long - short)
 
 
-def unit_name(unit: tuple[int, tuple[str, ...]]) -> str:
-    return f"pack{unit[0]}-{'-'.join(unit[1])}"
+def unit_name(unit: tuple) -> str:
+    """(M, G loss, datasets) -> "pack1-ring8-grid25", "pack2-saturating-grid25"."""
+    m, loss, datasets = unit
+    return f"pack{m}{'-saturating' if loss == 'saturating' else ''}-{'-'.join(datasets)}"
 
 
-def plan(packs: list[int], done: set[str], fit: float | None, iterations: int, timed) -> tuple[list, dict]:
-    """The units to run, in order, and each candidate's ms an update. timed(unit) -> ms an update.
-    A pack's datasets not yet done form one unit; when it does not fit, each dataset alone."""
+def plan(variants: list[tuple[int, str]], done: set[str], fit: float | None, iterations: int,
+         timed) -> tuple[list, dict]:
+    """The units to run, in order, and each candidate's ms an update. variants: (M, G loss) in the
+    table's order; timed(unit) -> ms an update. A variant's datasets not yet done form one unit;
+    when it does not fit, each dataset alone."""
     chosen, timing, left, first = [], {}, fit, None
-    for m in packs:
-        todo = tuple(d for d in pacgan.DATASETS if unit_name((m, (d,))) not in done)
-        if unit_name((m, pacgan.DATASETS)) in done or not todo:
+    for m, loss in variants:
+        todo = tuple(d for d in pacgan.DATASETS if unit_name((m, loss, (d,))) not in done)
+        if unit_name((m, loss, pacgan.DATASETS)) in done or not todo:
             continue
         if left is None:
-            chosen.append((m, todo))
+            chosen.append((m, loss, todo))
             continue
-        for unit in [(m, todo)] + ([(m, (d,)) for d in todo] if len(todo) > 1 else []):
+        for unit in [(m, loss, todo)] + ([(m, loss, (d,)) for d in todo] if len(todo) > 1 else []):
             ms = timing[unit_name(unit)] = timed(unit)
             first = first or unit
             need = OVERHEAD * ms * iterations / 1000
@@ -106,7 +111,7 @@ def plan(packs: list[int], done: set[str], fit: float | None, iterations: int, t
             if need <= left:
                 chosen.append(unit)
                 left -= need
-                if len(unit[1]) == len(todo):  # the pack's every dataset at once
+                if len(unit[2]) == len(todo):  # the variant's every dataset at once
                     break
     if not chosen and first:
         print(f"  no unit fits in --fit {fit:.0f} s: {unit_name(first)}, as far as the budget goes", flush=True)
@@ -114,7 +119,7 @@ def plan(packs: list[int], done: set[str], fit: float | None, iterations: int, t
     return chosen, timing
 
 
-def checks(packs: list[int], precision: str, device: str, fit: float | None, iterations: int, done: set[str]) -> dict:
+def checks(variants: list[tuple[int, str]], precision: str, device: str, fit: float | None, iterations: int, done: set[str]) -> dict:
     """The graph check, each candidate unit's time and the plan."""
     gpu = device == "cuda"
     report: dict = {"device": torch.cuda.get_device_name() if gpu else "cpu", "torch": torch.__version__,
@@ -123,8 +128,8 @@ def checks(packs: list[int], precision: str, device: str, fit: float | None, ite
     print(f"graph check (mixed packs): largest |eager - graph| after 20 updates: {report['graph_check_max_abs_diff']:.3g}",
           flush=True)
     lengths = (200, 600) if gpu else (4, 8)
-    units, timing = plan(packs, done, fit, iterations, lambda unit: ms_per_update(unit, precision, device, *lengths))
-    report.update(ms_per_update=timing, plan=[[m, list(ds)] for m, ds in units])
+    units, timing = plan(variants, done, fit, iterations, lambda unit: ms_per_update(unit, precision, device, *lengths))
+    report.update(ms_per_update=timing, plan=[[m, loss, list(ds)] for m, loss, ds in units])
     print(f"{precision}: the plan: {', '.join(unit_name(u) for u in units) or 'nothing left to run'}", flush=True)
     return report
 
@@ -133,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=540, help="seconds for this call, checks and run together")
     parser.add_argument("--packs", default="1,2,3,4", help="the table's packs, in the order they are run")
+    parser.add_argument("--g-losses", default="non-saturating,saturating",
+                        help="G's losses, in the order they are run: every pack of the first, then of the next "
+                             "(non-saturating is PacGAN's; saturating: the loss lever, rows of its own)")
     parser.add_argument("--fit", type=float, default=None,
                         help="seconds of training this session's calls leave: plan only the units that fit "
                              "(default: every unit not done)")
@@ -157,10 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads((out / "timing.json").read_text())
     else:
         done = {p.parent.name for p in Path(args.done).glob("*/results.json")}
-        report = checks([int(m) for m in args.packs.split(",")], args.precision, args.device, args.fit,
+        losses = args.g_losses.split(",")
+        if not set(losses) <= set(pacgan.G_LOSSES):
+            parser.error(f"--g-losses must list {' or '.join(pacgan.G_LOSSES)}, got {args.g_losses!r}")
+        variants = [(int(m), loss) for loss in losses for m in args.packs.split(",")]
+        report = checks(variants, args.precision, args.device, args.fit,
                         args.iterations, done)
         (out / "timing.json").write_text(json.dumps(report, indent=1))
-    stopped = run_plan(out, [(m, tuple(ds)) for m, ds in report["plan"]], args, deadline)
+    stopped = run_plan(out, [(m, loss, tuple(ds)) for m, loss, ds in report["plan"]], args, deadline)
     _hand_back(out)
     return 3 if stopped else 0
 
@@ -170,13 +182,18 @@ def run_plan(out: Path, units: list, args, deadline: float) -> bool:
     for unit in units:
         folder = out / unit_name(unit)
         if (folder / "results.json").is_file():
+            earlier = json.loads((folder / "results.json").read_text()).get("iterations")
+            if earlier != args.iterations:
+                raise SystemExit(f"pacgan_gpu: {folder} holds a run of {earlier} updates, this call asks for "
+                                 f"{args.iterations}: choose another --out, or move that folder away")
             continue
         left = deadline - time.time() - 20  # the scoring, the figures, the table, the hand-back
         if left < 5:
             return True
         print(f"the run: {unit_name(unit)}, {args.iterations:,} updates, {args.precision}, stopping after {left:.0f} s",
               flush=True)
-        record = pacgan.run(folder, 0, 10, (unit[0],), unit[1], args.iterations, 1, args.device, log=sys.stdout,
+        m, loss, datasets = unit
+        record = pacgan.run(folder, 0, 10, (m,), datasets, args.iterations, 1, args.device, log=sys.stdout, g_losses=(loss,),
                             engine="batched", precision=args.precision if args.device == "cuda" else "fp32",
                             stop_after=left, one_batch=False, score_every=args.score_every,
                             g_emas=tuple(float(h) for h in args.g_ema.split(",") if h))

@@ -1,5 +1,6 @@
 """PacGAN's table a few rows a GPU session (benchmarks/pacgan_gpu.py, benchmarks/pacgan_merge.py):
-the plan takes the units not yet done that fit, in the table's order; a table merged from runs of
+the plan takes the units not yet done that fit, in the table's order (the published rows, then
+the saturating loss's); a table merged from runs of
 some rows each is the table of one run of them all; runs that cannot be merged are refused."""
 
 import importlib.util
@@ -25,19 +26,24 @@ MS = {1: 0.9, 2: 1.15, 3: 1.8, 4: 1.85}
 
 
 def _timed(unit):
-    m, datasets = unit
+    m, _, datasets = unit
     return MS[m] * (1 if len(datasets) == 2 else 0.55)
 
 
+NS, SAT = "non-saturating", "saturating"
+VARIANTS = [(m, NS) for m in (1, 2, 3, 4)] + [(1, SAT), (2, SAT)]
+
+
 def _plan(fit, done=()):
-    units, timing = pacgan_gpu.plan([1, 2, 3, 4], set(done), fit, 400_000, _timed)
+    units, timing = pacgan_gpu.plan(VARIANTS, set(done), fit, 400_000, _timed)
     return [pacgan_gpu.unit_name(u) for u in units], timing
 
 
 def test_the_plan_takes_the_units_that_fit_in_the_tables_order():
-    # GAN both: 396 s; PacGAN2 both: 506 s, too much for the 254 s left; each dataset alone: 278 s, too
+    # GAN both: 396 s; PacGAN2 both: 506 s, too much for the 254 s left; each dataset alone: 278 s, too;
+    # PacGAN3 and 4 alone: 436 and 448 s; the saturating GAN both: 396 s, but its ring8 alone, 218 s, fits
     units, timing = _plan(650)
-    assert units == ["pack1-ring8-grid25"]
+    assert units == ["pack1-ring8-grid25", "pack1-saturating-ring8"]
     assert list(timing)[:4] == ["pack1-ring8-grid25", "pack2-ring8-grid25", "pack2-ring8", "pack2-grid25"]
     # with the GAN rows done, PacGAN2 both datasets and then one dataset of PacGAN3 (436 s)
     assert _plan(650, {"pack1-ring8-grid25"})[0] == ["pack2-ring8-grid25"]
@@ -47,8 +53,11 @@ def test_the_plan_takes_the_units_that_fit_in_the_tables_order():
 def test_the_plan_skips_units_done_and_runs_a_packs_missing_dataset_alone():
     done = {"pack1-ring8-grid25", "pack2-ring8-grid25", "pack3-ring8"}
     assert _plan(650, done)[0] == ["pack3-grid25"]
-    assert _plan(None, done)[0] == ["pack3-grid25", "pack4-ring8-grid25"], "no --fit: every unit left"
-    assert _plan(650, done | {"pack3-grid25", "pack4-ring8", "pack4-grid25"})[0] == []
+    assert _plan(None, done)[0] == ["pack3-grid25", "pack4-ring8-grid25", "pack1-saturating-ring8-grid25",
+                                    "pack2-saturating-ring8-grid25"], "no --fit: every unit left"
+    published = done | {"pack3-grid25", "pack4-ring8", "pack4-grid25"}
+    assert _plan(650, published)[0] == ["pack1-saturating-ring8-grid25"], "the loss lever after the published rows"
+    assert _plan(650, published | {"pack1-saturating-ring8-grid25", "pack2-saturating-ring8-grid25"})[0] == []
 
 
 def test_when_nothing_fits_the_first_unit_runs_as_far_as_it_goes(capsys):
@@ -62,10 +71,10 @@ def _run(tmp_path, name, packs, datasets=pacgan.DATASETS, **kw):
 
 
 def test_a_table_merged_from_runs_of_some_rows_is_the_table_of_one_run_of_them_all(tmp_path):
-    whole = _run(tmp_path, "whole", (1, 2))
+    whole = _run(tmp_path, "whole", (1, 2), g_losses=(NS, SAT))
     parts = [_run(tmp_path, "gan", (1,)), _run(tmp_path, "ring", (2,), ("ring8",)),
-             _run(tmp_path, "grid", (2,), ("grid25",))]
-    merged = pacgan.merge(parts, ["gan", "ring", "grid"])
+             _run(tmp_path, "grid", (2,), ("grid25",)), _run(tmp_path, "sat", (1, 2), g_losses=(SAT,))]
+    merged = pacgan.merge(parts, ["gan", "ring", "grid", "sat"])
     assert merged["rows"] == whole["rows"]
     assert pacgan.table(merged) == pacgan.table(whole)
 
@@ -96,25 +105,28 @@ def test_runs_of_another_length_or_the_same_trials_twice_are_not_merged(tmp_path
 def test_a_packs_datasets_each_fit_alone_when_both_at_once_do_not():
     # a batch of both datasets slower than two of one each: 1,100 s at once, 440 s each alone
     def timed(unit):
-        return 2.5 if len(unit[1]) == 2 else 1.0
-    units, _ = pacgan_gpu.plan([3], set(), 900, 400_000, timed)
-    assert units == [(3, ("ring8",)), (3, ("grid25",))]
-    assert pacgan_gpu.plan([3], set(), 500, 400_000, timed)[0] == [(3, ("ring8",))]
+        return 2.5 if len(unit[2]) == 2 else 1.0
+    units, _ = pacgan_gpu.plan([(3, NS)], set(), 900, 400_000, timed)
+    assert units == [(3, NS, ("ring8",)), (3, NS, ("grid25",))]
+    assert pacgan_gpu.plan([(3, NS)], set(), 500, 400_000, timed)[0] == [(3, NS, ("ring8",))]
 
 
 def test_the_next_call_follows_the_first_calls_plan_and_hands_back_the_finished_units(tmp_path, monkeypatch):
     out = tmp_path / "run"
     (out / "pack1-ring8").mkdir(parents=True)
-    (out / "pack1-ring8" / "results.json").write_text("{}")  # finished in an earlier call: not run again
-    (out / "timing.json").write_text(json.dumps({"plan": [[1, ["ring8"]], [2, ["ring8"]]]}))
+    (out / "pack1-ring8" / "results.json").write_text('{"iterations": 4}')  # finished in an earlier call: not run again
+    (out / "timing.json").write_text(json.dumps({"plan": [[1, NS, ["ring8"]], [2, SAT, ["ring8"]]]}))
     monkeypatch.setenv("OUT", str(tmp_path / "back"))
     args = ["--run-only", "--device", "cpu", "--iterations", "4", "--score-every", "2", "--g-ema", "", "--out", str(out)]
     assert pacgan_gpu.main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["pack1-ring8", "pack2-ring8", "timing.json"]
-    assert json.loads((out / "pack2-ring8" / "results.json").read_text())["packs"] == [2]
+    assert sorted(p.name for p in out.iterdir()) == ["pack1-ring8", "pack2-saturating-ring8", "timing.json"]
+    record = json.loads((out / "pack2-saturating-ring8" / "results.json").read_text())
+    assert (record["packs"], record["g_losses"]) == ([2], [SAT])
     with tarfile.open(tmp_path / "back" / "pacgan" / "units.tar.gz") as tar:
         names = tar.getnames()
-    assert "pack1-ring8/results.json" in names and "pack2-ring8/curves.png" in names
+    assert "pack1-ring8/results.json" in names and "pack2-saturating-ring8/curves.png" in names
     assert not any("checkpoints" in n for n in names)
     with pytest.raises(SystemExit, match="run once without --run-only first"):
         pacgan_gpu.main(["--run-only", "--device", "cpu", "--out", str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="pack1-ring8 holds a run of 4 updates, this call asks for 6"):
+        pacgan_gpu.main([*args[:4], "6", *args[5:]])
