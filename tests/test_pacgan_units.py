@@ -12,6 +12,7 @@ import pytest
 
 from gankit.errors import ConfigError
 from gankit.theory import pacgan
+from gankit.theory import pacgan_curves as curves
 
 ROOT = Path(__file__).parents[1]
 spec = importlib.util.spec_from_file_location("pacgan_gpu", ROOT / "benchmarks" / "pacgan_gpu.py")
@@ -20,6 +21,9 @@ spec.loader.exec_module(pacgan_gpu)
 spec = importlib.util.spec_from_file_location("pacgan_merge", ROOT / "benchmarks" / "pacgan_merge.py")
 pacgan_merge = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pacgan_merge)
+spec = importlib.util.spec_from_file_location("pacgan_log_curves", ROOT / "benchmarks" / "pacgan_log_curves.py")
+pacgan_log_curves = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pacgan_log_curves)
 
 # ms an update, of the shape the H200 measured on 2026-11-30: a dataset alone a little over half
 MS = {1: 0.9, 2: 1.15, 3: 1.8, 4: 1.85}
@@ -130,3 +134,31 @@ def test_the_next_call_follows_the_first_calls_plan_and_hands_back_the_finished_
         pacgan_gpu.main(["--run-only", "--device", "cpu", "--out", str(tmp_path / "empty")])
     with pytest.raises(SystemExit, match="pack1-ring8 holds a run of 4 updates, this call asks for 6"):
         pacgan_gpu.main([*args[:4], "6", *args[5:]])
+
+
+def test_a_runs_log_gives_back_each_rows_mean_at_every_scoring(tmp_path, capsys):
+    """What comes back from a GPU run cut short is its log: the progress lines read back are the
+    means of the trials' curves (to the printed digits), for every row, loss and EMA."""
+    record = _run(tmp_path, "run", (1, 2), g_losses=(NS, SAT))
+    log = tmp_path / "run.log"
+    log.write_text(capsys.readouterr().out)
+    points = curves.parse_lines(log.read_text().splitlines())
+    rows = {(r["data"], r["pack"], r["g_loss"], r["g_ema"]) for r in record["trial_results"]}
+    assert {(p["data"], p["pack"], p["g_loss"], p["g_ema"]) for p in points} == rows
+    assert len(rows) == 16 and len(points) == 16 * 2  # 2 datasets x 2 packs x 2 losses x (G, EMA); scored at 2, 4
+    for p in points:
+        trials = [r for r in record["trial_results"] if (r["data"], r["pack"], r["g_loss"], r["g_ema"]) ==
+                  (p["data"], p["pack"], p["g_loss"], p["g_ema"])]
+        at = [next(q for q in r["curve"] if q["iteration"] == p["iteration"]) for r in trials]
+        assert p["trials"] == len(trials) == 2
+        for key, digits in (("modes", 0.05), ("high_quality", 0.05), ("reverse_kl", 0.005)):
+            mean = sum(q[key] for q in at) / len(at)
+            assert mean == p[key] or abs(mean - p[key]) <= digits + 1e-9, (p, key, mean)
+    assert pacgan_log_curves.main([str(log), "--out", str(tmp_path / "curves")]) == 0
+    means = json.loads((tmp_path / "curves" / "means.json").read_text())
+    assert means["trials_per_mean"] == 2 and len(means["rows"]) == 16
+    assert (tmp_path / "curves" / "curves.png").stat().st_size > 0
+    assert pacgan_log_curves.main([str(tmp_path / "none.log"), "--out", str(tmp_path / "x")]) == 2
+    (tmp_path / "empty.log").write_text("nothing here\n")
+    assert pacgan_log_curves.main([str(tmp_path / "empty.log"), "--out", str(tmp_path / "x")]) == 2
+    assert "no progress lines of a pacgan run" in capsys.readouterr().err

@@ -10,6 +10,7 @@ curves say whether a gap to the published row is still closing at the end or has
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
 import warnings
@@ -83,6 +84,28 @@ class Watch:
         return "\n".join(text)
 
 
+HEADER = re.compile(r"^  (\S+): update ([\d,]+) of [\d,]+ ")
+ROW = re.compile(r"^      (\w+) (GAN|PacGAN(\d+))(, saturating)?(?: \+ EMA ([\d,]+))?, mean of (\d+): ([\d.]+) modes, "
+                 r"([\d.]+)% high quality, reverse KL (\S+)$")
+
+
+def parse_lines(lines, skip: tuple[str, ...] = ("batch",)) -> list[dict]:
+    """Watch.line's progress lines (a run's log) back into means: one dict per row and scoring,
+    {"batch", "iteration", "data", "pack", "g_loss", "g_ema", "trials", *METRICS}. Batches named
+    in skip are left out (run_batch's default name, which the GPU script's timing runs use)."""
+    points, batch, it = [], None, None
+    for line in lines:
+        if head := HEADER.match(line):
+            batch, it = head.group(1), int(head.group(2).replace(",", ""))
+        elif (row := ROW.match(line.rstrip("\n"))) and batch is not None and batch not in skip:
+            data, name, m, sat, ema, n, modes, hq, kl = row.groups()
+            points.append({"batch": batch, "iteration": it, "data": data, "pack": int(m or 1),
+                           "g_loss": "saturating" if sat else "non-saturating",
+                           "g_ema": float(ema.replace(",", "")) if ema else 0.0, "trials": int(n),
+                           "modes": float(modes), "high_quality": float(hq), "reverse_kl": float(kl)})
+    return points
+
+
 def curve(scores: list[tuple[int, list[dict]]], t: int) -> list[dict]:
     """Trial t's scores along the way: [{"iteration", "modes", "high_quality", "reverse_kl"}]."""
     return [{"iteration": it, **per_trial[t]} for it, per_trial in scores]
@@ -92,10 +115,11 @@ COLOURS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purpl
 EMA_STYLES = (":", "-.", (0, (5, 1, 1, 1, 1, 1)))  # one per EMA half-life (G itself: solid)
 
 
-def figure(path, results: list[dict], datasets, methods, published: dict) -> None:
+def figure(path, results: list[dict], datasets, methods, published: dict, means_of: int | None = None) -> None:
     """A row per dataset, a panel per metric: each method's (pack, G loss, EMA half-life) mean over
     its trials against updates (band: +- standard error); a colour per (pack, G loss), solid for G,
-    dotted (and so on) for each EMA; the published value dashed in its pack's colour."""
+    dotted (and so on) for each EMA; the published value dashed in its pack's colour. means_of: each
+    method's one curve is already the mean of so many trials (a run's progress lines), no band."""
     trained = list(dict.fromkeys((m, g) for m, g, _ in methods))
     emas = list(dict.fromkeys(h for _, _, h in methods if h))
     fig, axes = plots.figure(len(datasets), len(METRICS), width=3.6, height=2.8)
@@ -107,7 +131,7 @@ def figure(path, results: list[dict], datasets, methods, published: dict) -> Non
                 style = EMA_STYLES[emas.index(h) % len(EMA_STYLES)] if h else "-"
                 colour = COLOURS[trained.index((m, g)) % len(COLOURS)]
                 _draw(ax, mine, metric, (colour, style), row_label(data, m, h, g),
-                      None if h or g != "non-saturating" else published.get((data, m)))
+                      None if h or g != "non-saturating" else published.get((data, m)), means_of)
             ax.set_title(f"{data}: {LABELS[metric]}", fontsize=8)
             ax.set_xlabel("updates", fontsize=7)
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
@@ -115,12 +139,14 @@ def figure(path, results: list[dict], datasets, methods, published: dict) -> Non
             if col == 0:
                 ax.plot([], [], color="grey", linestyle="--", linewidth=0.8, label="PacGAN Table 1")
                 ax.legend(fontsize=6)
-    fig.suptitle("mean over each row's trials (their number in brackets), band +- standard error; a colour per "
+    spread = "no standard errors: only the means came back" if means_of else "band +- standard error"
+    fig.suptitle(f"mean over each row's trials (their number in brackets), {spread}; a colour per "
                  "pack and G loss; dotted: scored from an EMA of G; dashed: the published mean", fontsize=8)
     plots.save(fig, path)
 
 
-def _draw(ax, curves: list[list[dict]], metric: str, look: tuple, label: str, published: dict | None) -> None:
+def _draw(ax, curves: list[list[dict]], metric: str, look: tuple, label: str, published: dict | None,
+          means_of: int | None = None) -> None:
     if not curves or not curves[0]:
         return
     its = np.array([p["iteration"] for p in curves[0]])
@@ -131,7 +157,8 @@ def _draw(ax, curves: list[list[dict]], metric: str, look: tuple, label: str, pu
         mean = np.nanmean(values, 0)
         se = np.nanstd(values, 0, ddof=1) / np.sqrt(len(curves)) if len(curves) > 1 else np.zeros(len(its))
     colour, style = look
-    ax.plot(its, mean, color=colour, linestyle=style, linewidth=1.2, label=f"{label} ({len(curves)})")
-    ax.fill_between(its, mean - se, mean + se, color=colour, alpha=0.2, linewidth=0)
+    ax.plot(its, mean, color=colour, linestyle=style, linewidth=1.2, label=f"{label} ({means_of or len(curves)})")
+    if not means_of:
+        ax.fill_between(its, mean - se, mean + se, color=colour, alpha=0.2, linewidth=0)
     if published is not None:
         ax.axhline(published[metric][0], color=colour, linestyle="--", linewidth=0.6, alpha=0.7)
