@@ -7,17 +7,20 @@ comes back and is kept in the repository, and the next session runs the rows sti
 Why rows: the full table is about 32 minutes of an H200 (all 80 trials in one batch, 4.8 ms an
 update, 2026-11-30), a session lends 15, and a run's checkpoints (15 MB a trial: the players,
 Adam's moments, the EMAs) cannot come back from the device machine. So a session runs whole
-*units* - a pack's 10 trials with one G loss on one or both datasets, each its own batch - that fit.
+*units* that fit: a pack's 10 trials for one or both G losses on one or both datasets, each unit
+one batch of one M (trials of one M batch without padding: one batch of the GAN's two losses
+costs less than two).
 
 1. graph check: 20 updates of 4 trials of mixed packs, eager and as a CUDA graph on the same
    inputs; prints the largest parameter difference (the graph replays the eager kernels: 0);
 2. timing: ms per update of each candidate unit (its trials in one batch), from the difference
    of a 200- and a 600-update run (set-up and scoring left out);
-3. the plan: the units not yet done (a unit is done when DONE/<unit>/results.json exists; DONE
-   defaults to docs/theory/pacgan-gpu, where finished units are committed), in the order GAN,
-   PacGAN2, PacGAN3, PacGAN4 (then the same with the saturating G loss, --g-losses) and both
-   datasets before one, while their estimated time (10% added
-   for scoring and checkpoints) fits in --fit seconds; if none fits, the first, as far as it goes;
+3. the plan: the rows (M, G loss, dataset) not yet done - done: in a DONE/*/results.json of the
+   same length; DONE defaults to docs/theory/pacgan-gpu, where finished units are committed - in
+   the order GAN, PacGAN2, PacGAN3, PacGAN4, then the same with the saturating G loss
+   (--g-losses); for each, the candidates with the same M's later loss, alone, then each dataset
+   alone, and the first whose estimated time (10% added for scoring and checkpoints) fits what
+   is left of --fit seconds is taken; if none fits, the first, as far as it goes;
 4. the run: `gankit bench modes --protocol pacgan` for each planned unit in turn (10 trials,
    400,000 updates, the batched engine), stopped with its checkpoint when the budget ends (exit
    status 3); the next call with --run-only follows the same plan and continues from --out,
@@ -70,66 +73,92 @@ def graph_check(device: str) -> float:
 
 
 def ms_per_update(unit: tuple, precision: str, device: str, short: int, long: int) -> float:
-    """ms per update of one unit's batch: 10 trials of pack M and G loss on each of its datasets."""
-    m, loss, datasets = unit
-    trials = [(d, t) for d in datasets for t in range(10)]
+    """ms per update of one unit's batch: 10 trials of pack M for each of its G losses and datasets."""
+    m, losses, datasets = unit
+    trials = [(d, loss, t) for loss in losses for d in datasets for t in range(10)]
     seconds = []
     for n in (short, long):
         if device == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        pb.run_batch([d for d, _ in trials], [m] * len(trials), [t for _, t in trials], n, device,
-                     precision=precision, score_every=n, g_loss=loss)  # scored once, at the end
+        pb.run_batch([d for d, _, _ in trials], [m] * len(trials), [t for _, _, t in trials], n, device,
+                     precision=precision, score_every=n, g_loss=[loss for _, loss, _ in trials])  # scored at the end
         seconds.append(time.perf_counter() - started)
     return 1000 * (seconds[1] - seconds[0]) / (long - short)
 
 
+LOSS_TAGS = {"non-saturating": "ns", "saturating": "sat"}
+
+
 def unit_name(unit: tuple) -> str:
-    """(M, G loss, datasets) -> "pack1-ring8-grid25", "pack2-saturating-grid25"."""
-    m, loss, datasets = unit
-    return f"pack{m}{'-saturating' if loss == 'saturating' else ''}-{'-'.join(datasets)}"
+    """(M, G losses, datasets) -> "pack1-ring8-grid25" (PacGAN's loss), "pack2-sat-grid25",
+    "pack1-ns-sat-ring8-grid25" (both losses' trials in one batch)."""
+    m, losses, datasets = unit
+    tag = "" if tuple(losses) == ("non-saturating",) else "-" + "-".join(LOSS_TAGS[loss] for loss in losses)
+    return f"pack{m}{tag}-{'-'.join(datasets)}"
 
 
-def plan(variants: list[tuple[int, str]], done: set[str], fit: float | None, iterations: int,
+def done_rows(folder: Path, iterations: int) -> set[tuple[int, str, str]]:
+    """(M, G loss, dataset) of every finished unit in folder/*/results.json of this length."""
+    done = set()
+    for path in sorted(folder.glob("*/results.json")):
+        record = json.loads(path.read_text())
+        if record.get("iterations") != iterations:
+            print(f"  {path}: {record.get('iterations')} updates, not {iterations}: not counted as done", flush=True)
+            continue
+        done |= {(r["pack"], r.get("g_loss", "non-saturating"), r["data"]) for r in record.get("trial_results", [])}
+    return done
+
+
+def plan(variants: list[tuple[int, str]], done: set[tuple[int, str, str]], fit: float | None, iterations: int,
          timed) -> tuple[list, dict]:
     """The units to run, in order, and each candidate's ms an update. variants: (M, G loss) in the
-    table's order; timed(unit) -> ms an update. A variant's datasets not yet done form one unit;
-    when it does not fit, each dataset alone."""
+    table's order; done: (M, G loss, dataset) finished; timed(unit) -> ms an update. For each
+    variant with datasets to do, the candidates are: with the same M's later losses (one batch of
+    one M, no padding: cheaper than two), alone, then each dataset alone; the first that fits the
+    time left is taken (every candidate, without --fit)."""
     chosen, timing, left, first = [], {}, fit, None
-    for m, loss in variants:
-        todo = tuple(d for d in pacgan.DATASETS if unit_name((m, loss, (d,))) not in done)
-        if unit_name((m, loss, pacgan.DATASETS)) in done or not todo:
+    taken = set(done)
+    for i, (m, loss) in enumerate(variants):
+        todo = tuple(d for d in pacgan.DATASETS if (m, loss, d) not in taken)
+        if not todo:
             continue
-        if left is None:
-            chosen.append((m, loss, todo))
-            continue
-        for unit in [(m, loss, todo)] + ([(m, loss, (d,)) for d in todo] if len(todo) > 1 else []):
-            ms = timing[unit_name(unit)] = timed(unit)
-            first = first or unit
-            need = OVERHEAD * ms * iterations / 1000
-            print(f"  {unit_name(unit)}: {ms:.3f} ms an update, about {need:.0f} s; {left:.0f} s left of --fit", flush=True)
-            if need <= left:
-                chosen.append(unit)
+        partners = tuple(g for n, g in variants[i + 1:] if n == m and all((m, g, d) not in taken for d in todo))
+        options = ([(m, (loss, *partners), todo)] if partners else []) + [(m, (loss,), todo)]
+        options += [(m, (loss,), (d,)) for d in todo] if len(todo) > 1 else []
+        for unit in options:
+            if any((m, g, d) in taken for g in unit[1] for d in unit[2]):
+                continue  # a single dataset after its pack's both were taken
+            if left is not None:
+                ms = timing[unit_name(unit)] = timed(unit)
+                first = first or unit
+                need = OVERHEAD * ms * iterations / 1000
+                print(f"  {unit_name(unit)}: {ms:.3f} ms an update, about {need:.0f} s; {left:.0f} s left of --fit",
+                      flush=True)
+                if need > left:
+                    continue
                 left -= need
-                if len(unit[2]) == len(todo):  # the variant's every dataset at once
-                    break
+            chosen.append(unit)
+            taken |= {(m, g, d) for g in unit[1] for d in unit[2]}
     if not chosen and first:
         print(f"  no unit fits in --fit {fit:.0f} s: {unit_name(first)}, as far as the budget goes", flush=True)
         chosen = [first]
     return chosen, timing
 
 
-def checks(variants: list[tuple[int, str]], precision: str, device: str, fit: float | None, iterations: int, done: set[str]) -> dict:
+def checks(variants: list[tuple[int, str]], precision: str, device: str, fit: float | None, iterations: int,
+           done: set[tuple[int, str, str]]) -> dict:
     """The graph check, each candidate unit's time and the plan."""
     gpu = device == "cuda"
     report: dict = {"device": torch.cuda.get_device_name() if gpu else "cpu", "torch": torch.__version__,
-                    "precision": precision, "iterations": iterations, "fit_s": fit, "done_before": sorted(done)}
+                    "precision": precision, "iterations": iterations, "fit_s": fit,
+                    "done_before": [list(x) for x in sorted(done)]}
     report["graph_check_max_abs_diff"] = graph_check(device) if gpu else float("nan")
     print(f"graph check (mixed packs): largest |eager - graph| after 20 updates: {report['graph_check_max_abs_diff']:.3g}",
           flush=True)
     lengths = (200, 600) if gpu else (4, 8)
     units, timing = plan(variants, done, fit, iterations, lambda unit: ms_per_update(unit, precision, device, *lengths))
-    report.update(ms_per_update=timing, plan=[[m, loss, list(ds)] for m, loss, ds in units])
+    report.update(ms_per_update=timing, plan=[[m, list(losses), list(ds)] for m, losses, ds in units])
     print(f"{precision}: the plan: {', '.join(unit_name(u) for u in units) or 'nothing left to run'}", flush=True)
     return report
 
@@ -164,15 +193,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"pacgan_gpu: --run-only: no {out / 'timing.json'}; run once without --run-only first")
         report = json.loads((out / "timing.json").read_text())
     else:
-        done = {p.parent.name for p in Path(args.done).glob("*/results.json")}
         losses = args.g_losses.split(",")
         if not set(losses) <= set(pacgan.G_LOSSES):
             parser.error(f"--g-losses must list {' or '.join(pacgan.G_LOSSES)}, got {args.g_losses!r}")
         variants = [(int(m), loss) for loss in losses for m in args.packs.split(",")]
-        report = checks(variants, args.precision, args.device, args.fit,
-                        args.iterations, done)
+        report = checks(variants, args.precision, args.device, args.fit, args.iterations,
+                        done_rows(Path(args.done), args.iterations))
         (out / "timing.json").write_text(json.dumps(report, indent=1))
-    stopped = run_plan(out, [(m, loss, tuple(ds)) for m, loss, ds in report["plan"]], args, deadline)
+    stopped = run_plan(out, [(m, tuple(losses), tuple(ds)) for m, losses, ds in report["plan"]], args, deadline)
     _hand_back(out)
     return 3 if stopped else 0
 
@@ -192,8 +220,8 @@ def run_plan(out: Path, units: list, args, deadline: float) -> bool:
             return True
         print(f"the run: {unit_name(unit)}, {args.iterations:,} updates, {args.precision}, stopping after {left:.0f} s",
               flush=True)
-        m, loss, datasets = unit
-        record = pacgan.run(folder, 0, 10, (m,), datasets, args.iterations, 1, args.device, log=sys.stdout, g_losses=(loss,),
+        m, losses, datasets = unit
+        record = pacgan.run(folder, 0, 10, (m,), datasets, args.iterations, 1, args.device, log=sys.stdout, g_losses=losses,
                             engine="batched", precision=args.precision if args.device == "cuda" else "fp32",
                             stop_after=left, one_batch=False, score_every=args.score_every,
                             g_emas=tuple(float(h) for h in args.g_ema.split(",") if h))

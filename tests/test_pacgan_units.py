@@ -25,17 +25,16 @@ spec = importlib.util.spec_from_file_location("pacgan_log_curves", ROOT / "bench
 pacgan_log_curves = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pacgan_log_curves)
 
-# ms an update, of the shape the H200 measured on 2026-11-30: a dataset alone a little over half
-MS = {1: 0.9, 2: 1.15, 3: 1.8, 4: 1.85}
+# ms an update, of the shape the H200 measured on 2026-11-30: about 0.78 ms plus 12.6 us a pass
+# of G, a pass per trial and pack (M); a batch of 20 trials per pack then costs 1.03-1.79 ms
+NS, SAT = "non-saturating", "saturating"
+VARIANTS = [(m, NS) for m in (1, 2, 3, 4)] + [(m, SAT) for m in (1, 2, 3, 4)]
+ALL = {(m, g, d) for m, g in VARIANTS for d in pacgan.DATASETS}
 
 
 def _timed(unit):
-    m, _, datasets = unit
-    return MS[m] * (1 if len(datasets) == 2 else 0.55)
-
-
-NS, SAT = "non-saturating", "saturating"
-VARIANTS = [(m, NS) for m in (1, 2, 3, 4)] + [(1, SAT), (2, SAT)]
+    m, losses, datasets = unit
+    return 0.78 + 0.0126 * m * 10 * len(losses) * len(datasets)
 
 
 def _plan(fit, done=()):
@@ -43,30 +42,42 @@ def _plan(fit, done=()):
     return [pacgan_gpu.unit_name(u) for u in units], timing
 
 
+def _done(*units):
+    return {(m, g, d) for m, losses, datasets in units for g in losses for d in datasets}
+
+
 def test_the_plan_takes_the_units_that_fit_in_the_tables_order():
-    # GAN both: 396 s; PacGAN2 both: 506 s, too much for the 254 s left; each dataset alone: 278 s, too;
-    # PacGAN3 and 4 alone: 436 and 448 s; the saturating GAN both: 396 s, but its ring8 alone, 218 s, fits
+    # the GAN's two losses in one batch: 1.284 ms, 565 s of 650; nothing else fits the 85 s left
     units, timing = _plan(650)
-    assert units == ["pack1-ring8-grid25", "pack1-saturating-ring8"]
-    assert list(timing)[:4] == ["pack1-ring8-grid25", "pack2-ring8-grid25", "pack2-ring8", "pack2-grid25"]
-    # with the GAN rows done, PacGAN2 both datasets and then one dataset of PacGAN3 (436 s)
-    assert _plan(650, {"pack1-ring8-grid25"})[0] == ["pack2-ring8-grid25"]
-    assert _plan(1000, {"pack1-ring8-grid25"})[0] == ["pack2-ring8-grid25", "pack3-ring8"]
+    assert units == ["pack1-ns-sat-ring8-grid25"]
+    assert list(timing)[:3] == ["pack1-ns-sat-ring8-grid25", "pack2-ns-sat-ring8-grid25", "pack2-ring8-grid25"]
+    # then PacGAN2: both losses 1.788 ms (787 s) do not fit, its published loss (1.284 ms) does
+    gan = _done((1, (NS, SAT), pacgan.DATASETS))
+    assert _plan(650, gan)[0] == ["pack2-ring8-grid25"]
+    # PacGAN3 (1.536 ms on both datasets: 676 s) a dataset at a time (1.158 ms: 509 s)
+    assert _plan(650, gan | _done((2, (NS,), pacgan.DATASETS)))[0] == ["pack3-ring8"]
 
 
-def test_the_plan_skips_units_done_and_runs_a_packs_missing_dataset_alone():
-    done = {"pack1-ring8-grid25", "pack2-ring8-grid25", "pack3-ring8"}
-    assert _plan(650, done)[0] == ["pack3-grid25"]
-    assert _plan(None, done)[0] == ["pack3-grid25", "pack4-ring8-grid25", "pack1-saturating-ring8-grid25",
-                                    "pack2-saturating-ring8-grid25"], "no --fit: every unit left"
-    published = done | {"pack3-grid25", "pack4-ring8", "pack4-grid25"}
-    assert _plan(650, published)[0] == ["pack1-saturating-ring8-grid25"], "the loss lever after the published rows"
-    assert _plan(650, published | {"pack1-saturating-ring8-grid25", "pack2-saturating-ring8-grid25"})[0] == []
+def test_the_plan_skips_rows_done_and_runs_a_packs_missing_dataset_alone():
+    done = ALL - {(3, NS, "grid25"), (4, NS, "ring8"), (4, NS, "grid25"), (1, SAT, "ring8")}
+    assert _plan(650, done)[0] == ["pack3-grid25"]  # 509 s; PacGAN4 565 s alone, the saturating GAN's ring8 399 s
+    assert _plan(1000, done)[0] == ["pack3-grid25", "pack1-sat-ring8"], "a later unit takes the time left"
+    assert _plan(None, done)[0] == ["pack3-grid25", "pack4-ring8-grid25", "pack1-sat-ring8"], "no --fit: all left"
+    assert _plan(650, ALL)[0] == []
 
 
 def test_when_nothing_fits_the_first_unit_runs_as_far_as_it_goes(capsys):
-    assert _plan(100)[0] == ["pack1-ring8-grid25"]
-    assert "no unit fits in --fit 100 s" in capsys.readouterr().out
+    assert _plan(100)[0] == ["pack1-ns-sat-ring8-grid25"]
+    assert "no unit fits in --fit 100 s: pack1-ns-sat-ring8-grid25" in capsys.readouterr().out
+
+
+def test_only_runs_of_the_same_length_count_as_done(tmp_path, capsys):
+    for name, iterations in (("a", 4), ("b", 6)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"iterations": iterations, "trial_results": [
+            {"pack": 2, "g_loss": SAT, "data": "ring8"}, {"pack": 1, "data": "grid25"}]}))
+    assert pacgan_gpu.done_rows(tmp_path, 4) == {(2, SAT, "ring8"), (1, NS, "grid25")}
+    assert "b/results.json: 6 updates, not 4: not counted as done" in capsys.readouterr().out
 
 
 def _run(tmp_path, name, packs, datasets=pacgan.DATASETS, **kw):
@@ -111,24 +122,24 @@ def test_a_packs_datasets_each_fit_alone_when_both_at_once_do_not():
     def timed(unit):
         return 2.5 if len(unit[2]) == 2 else 1.0
     units, _ = pacgan_gpu.plan([(3, NS)], set(), 900, 400_000, timed)
-    assert units == [(3, NS, ("ring8",)), (3, NS, ("grid25",))]
-    assert pacgan_gpu.plan([(3, NS)], set(), 500, 400_000, timed)[0] == [(3, NS, ("ring8",))]
+    assert units == [(3, (NS,), ("ring8",)), (3, (NS,), ("grid25",))]
+    assert pacgan_gpu.plan([(3, NS)], set(), 500, 400_000, timed)[0] == [(3, (NS,), ("ring8",))]
 
 
 def test_the_next_call_follows_the_first_calls_plan_and_hands_back_the_finished_units(tmp_path, monkeypatch):
     out = tmp_path / "run"
     (out / "pack1-ring8").mkdir(parents=True)
     (out / "pack1-ring8" / "results.json").write_text('{"iterations": 4}')  # finished in an earlier call: not run again
-    (out / "timing.json").write_text(json.dumps({"plan": [[1, NS, ["ring8"]], [2, SAT, ["ring8"]]]}))
+    (out / "timing.json").write_text(json.dumps({"plan": [[1, [NS], ["ring8"]], [2, [SAT], ["ring8"]]]}))
     monkeypatch.setenv("OUT", str(tmp_path / "back"))
     args = ["--run-only", "--device", "cpu", "--iterations", "4", "--score-every", "2", "--g-ema", "", "--out", str(out)]
     assert pacgan_gpu.main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["pack1-ring8", "pack2-saturating-ring8", "timing.json"]
-    record = json.loads((out / "pack2-saturating-ring8" / "results.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["pack1-ring8", "pack2-sat-ring8", "timing.json"]
+    record = json.loads((out / "pack2-sat-ring8" / "results.json").read_text())
     assert (record["packs"], record["g_losses"]) == ([2], [SAT])
     with tarfile.open(tmp_path / "back" / "pacgan" / "units.tar.gz") as tar:
         names = tar.getnames()
-    assert "pack1-ring8/results.json" in names and "pack2-saturating-ring8/curves.png" in names
+    assert "pack1-ring8/results.json" in names and "pack2-sat-ring8/curves.png" in names
     assert not any("checkpoints" in n for n in names)
     with pytest.raises(SystemExit, match="run once without --run-only first"):
         pacgan_gpu.main(["--run-only", "--device", "cpu", "--out", str(tmp_path / "empty")])
