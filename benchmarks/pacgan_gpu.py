@@ -116,9 +116,11 @@ def plan(variants: list[tuple[int, str]], done: set[tuple[int, str, str]], fit: 
     table's order; done: (M, G loss, dataset) finished; timed(unit) -> ms an update. For each
     variant with datasets to do, the candidates are: with the same M's later losses (one batch of
     one M, no padding: cheaper than two), alone, then each dataset alone; the first that fits the
-    time left is taken (every candidate, without --fit)."""
+    time left is taken (every candidate, without --fit). A candidate of no smaller M and no fewer
+    trials than one timed that does not fit is not timed (more passes of G cost more)."""
     chosen, timing, left, first = [], {}, fit, None
     taken = set(done)
+    measured: list[tuple[int, int, float]] = []  # (M, trials, seconds needed) of each unit timed
     for i, (m, loss) in enumerate(variants):
         todo = tuple(d for d in pacgan.DATASETS if (m, loss, d) not in taken)
         if not todo:
@@ -130,9 +132,13 @@ def plan(variants: list[tuple[int, str]], done: set[tuple[int, str, str]], fit: 
             if any((m, g, d) in taken for g in unit[1] for d in unit[2]):
                 continue  # a single dataset after its pack's both were taken
             if left is not None:
+                trials = 10 * len(unit[1]) * len(unit[2])
+                if any(m >= n and trials >= k and need > left for n, k, need in measured):
+                    continue  # no smaller M with no fewer trials fitted: not worth its timing's GPU seconds
                 ms = timing[unit_name(unit)] = timed(unit)
                 first = first or unit
                 need = OVERHEAD * ms * iterations / 1000
+                measured.append((m, trials, need))
                 print(f"  {unit_name(unit)}: {ms:.3f} ms an update, about {need:.0f} s; {left:.0f} s left of --fit",
                       flush=True)
                 if need > left:
