@@ -206,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         report = checks(variants, args.precision, args.device, args.fit, args.iterations,
                         done_rows(Path(args.done), args.iterations))
         (out / "timing.json").write_text(json.dumps(report, indent=1))
-    stopped = run_plan(out, [(m, tuple(losses), tuple(ds)) for m, losses, ds in report["plan"]], args, deadline)
-    _hand_back(out)
+    try:
+        stopped = run_plan(out, [(m, tuple(losses), tuple(ds)) for m, losses, ds in report["plan"]], args, deadline)
+    finally:  # a unit that failed does not keep the finished ones from coming back
+        _hand_back(out)
     return 3 if stopped else 0
 
 
