@@ -152,9 +152,6 @@ class TrainConfig:
             raise ConfigError(f"{which} applies to image data, not to a toy distribution ({self.data})")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"{flag('seed')} must be a non-negative integer, got {self.seed!r}")
-        if self.conditional and self.pack > 1:
-            raise ConfigError("--conditional and --pack cannot be combined yet (the projection D judges one sample "
-                              "with its class); choose one")
         if not isinstance(self.conditional, bool):
             raise ConfigError(f"{flag('conditional')} is a switch (true or false), got {self.conditional!r}")
         if self.max_images is not None and self.epochs is not None:

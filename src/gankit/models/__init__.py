@@ -44,7 +44,7 @@ def build_models(config: TrainConfig, data_shape: tuple[int, ...],
     if config.d_norm == "spectral":  # after the initialisation: it normalises the N(0, 0.02) weights
         spectral(D)
     if config.conditional:
-        return conditional(G, D, num_classes, config.latent_dim)
+        return conditional(G, D, num_classes, config.latent_dim, config.pack)
     return G, (Packed(D, config.pack) if config.pack > 1 else D)
 
 

@@ -14,6 +14,10 @@ The conditioning (docs/models.md says why):
   docs/models.md.)
 - D: a projection discriminator (Miyato & Koyama 2018): logit = psi(phi(x)) + <embed(y), phi(x)>,
   phi(x) D's last hidden features (summed over space for DCGAN), psi D's own output layer.
+  Packed (--pack M): D judges M samples with their M classes at once, x concatenated along the
+  channels as models/pack.py does and the projection on the sum of the M classes' embeddings,
+  one table per place in the pack: logit = psi(phi(pack)) + <sum_j embed_j(y_j), phi(pack)>.
+  M = 1 is the projection above.
 
 Class indices are stored as floats in these tensors: exact up to 256 classes in bfloat16.
 """
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from gankit.models.pack import pack
 
 MAX_CLASSES = 256  # integers are exact in bfloat16 up to 256
 
@@ -78,22 +84,33 @@ def draw_classes(weights: torch.Tensor, m: int, generator: torch.Generator) -> t
 
 
 class ProjectionDiscriminator(nn.Module):
-    """Samples with their class attached -> logits (B,). `inner` is an unconditional D whose
-    `net` ends in its output layer (psi); the layers before it give phi(x)."""
+    """Samples with their class attached (B, ...) -> logits (B/M,). `inner` is an unconditional D,
+    built for M samples' channels, whose `net` ends in its output layer (psi); the layers before
+    it give phi. pack M: M consecutive samples (one source: all real or all fake) are one pack."""
 
-    def __init__(self, inner: nn.Module, num_classes: int, features: int):
+    def __init__(self, inner: nn.Module, num_classes: int, features: int, pack: int = 1):
         super().__init__()
         self.inner = inner
         self.num_classes = num_classes
-        self.embed = nn.Embedding(num_classes, features)
+        self.pack = pack
+        # row j * K + y: class y at place j of a pack (M = 1: the usual table of K rows)
+        self.embed = nn.Embedding(pack * num_classes, features)
 
     def forward(self, xy: torch.Tensor) -> torch.Tensor:
         x, y = split(xy)
+        if len(x) % self.pack:
+            raise ValueError(f"a D packing {self.pack} samples got a batch of {len(x)}, not a multiple of {self.pack}")
+        x, y = pack(x, self.pack), y.view(-1, self.pack)  # (B/M, M*C, ...), (B/M, M)
         net = self.inner.net
-        h = net[:-1](x.flatten(1) if _flat(net) else x)  # (B, ch, s, s) or (B, width)
+        h = net[:-1](x.flatten(1) if _flat(net) else x)  # (B/M, ch, s, s) or (B/M, width)
         logit = net[-1](h).reshape(len(h))
-        phi = h.sum(dim=(2, 3)) if h.dim() == 4 else h  # (B, features)
-        return logit + (self.embed(y).to(phi.dtype) * phi).sum(dim=1)
+        phi = h.sum(dim=(2, 3)) if h.dim() == 4 else h  # (B/M, features)
+        places = torch.arange(self.pack, device=y.device) * self.num_classes  # (M,)
+        e = self.embed(y + places).sum(dim=1)  # (B/M, features): the pack's classes, each at its place
+        return logit + (e.to(phi.dtype) * phi).sum(dim=1)
+
+    def extra_repr(self) -> str:
+        return f"pack={self.pack}" if self.pack > 1 else ""
 
 
 def _flat(net: nn.Sequential) -> bool:
@@ -101,11 +118,13 @@ def _flat(net: nn.Sequential) -> bool:
     return isinstance(net[0], nn.Linear)
 
 
-def conditional(G: nn.Module, D: nn.Module, num_classes: int, latent_dim: int) -> tuple[nn.Module, nn.Module]:
-    """The conditional pair around unconditional players (G built for latent_dim + num_classes)."""
+def conditional(G: nn.Module, D: nn.Module, num_classes: int, latent_dim: int,
+                pack: int = 1) -> tuple[nn.Module, nn.Module]:
+    """The conditional pair around unconditional players (G built for latent_dim + num_classes; D
+    for `pack` samples' channels)."""
     head = D.net[-1]  # psi: DCGAN's last convolution, or the MLP's output layer
     features = head.in_channels if isinstance(head, nn.Conv2d) else head.in_features
     G = ConditionalGenerator(G, num_classes, latent_dim)
-    D = ProjectionDiscriminator(D, num_classes, features)
+    D = ProjectionDiscriminator(D, num_classes, features, pack)
     nn.init.normal_(D.embed.weight, 0.0, 0.02)  # DCGAN's scale for D's weights
     return G, D
