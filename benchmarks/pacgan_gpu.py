@@ -14,7 +14,8 @@ costs less than two).
 1. graph check: 20 updates of 4 trials of mixed packs, eager and as a CUDA graph on the same
    inputs; prints the largest parameter difference (the graph replays the eager kernels: 0);
 2. timing: ms per update of each candidate unit (its trials in one batch), from the difference
-   of a 200- and a 600-update run (set-up and scoring left out);
+   of a 200- and a 600-update run (set-up and scoring left out); and, for a later plan, whether
+   two units' graphs replayed on two streams at once beat one after the other (stream_check);
 3. the plan: the rows (M, G loss, dataset) not yet done - done: in a DONE/*/results.json of the
    same length; DONE defaults to docs/theory/pacgan-gpu, where finished units are committed - in
    the order GAN, PacGAN2, PacGAN3, PacGAN4, then the same with the saturating G loss
@@ -70,6 +71,42 @@ def graph_check(device: str) -> float:
         assert update.captured == graph
         ends.append([p.detach() for p in players.d_params() + players.g_params() + [e for ema in players.emas for e in ema]])
     return max((a - b).abs().max().item() for a, b in zip(*ends, strict=True))
+
+
+def stream_check(device: str, updates: int = 600) -> dict:
+    """Whether two units would train faster side by side (a measurement for a later plan, not used
+    by this one): ms an update of a GAN and a PacGAN2 batch (20 trials each, G's two EMAs, CUDA
+    graphs), replayed one after the other on one stream, and interleaved on two streams, where
+    the GPU may run the two graphs' small kernels at once. Fixed inputs: timing only."""
+    if device != "cuda":
+        return {}
+    units = []
+    for m in (1, 2):
+        players = pb.initial_players(m, list(range(20)), device)
+        pb.add_emas(players, [10_000.0, 100_000.0])
+        update = pb.Update(players, graph=True)
+        g = torch.Generator(device=device).manual_seed(m)
+        real, zs = torch.randn(20, 100 * m, 2, generator=g, device=device), torch.randn(20, m, 100, 2, generator=g, device=device)
+        for _ in range(5):  # the warm-up, then the capture
+            update(real, zs)
+        units.append((update, real, zs))
+
+    def timed(streams: list) -> float:
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(updates):
+            for (update, real, zs), stream in zip(units, streams, strict=True):
+                with torch.cuda.stream(stream):
+                    update(real, zs)
+        torch.cuda.synchronize()
+        return 1000 * (time.perf_counter() - started) / updates
+
+    main, sides = torch.cuda.current_stream(), [torch.cuda.Stream(), torch.cuda.Stream()]
+    report = {"captured": [u.captured for u, _, _ in units], "one_stream_ms": timed([main, main]),
+              "two_streams_ms": timed(sides), "one_stream_again_ms": timed([main, main])}
+    print(f"streams: a GAN and a PacGAN2 update, one stream {report['one_stream_ms']:.3f} ms "
+          f"(again {report['one_stream_again_ms']:.3f}), two streams {report['two_streams_ms']:.3f} ms", flush=True)
+    return report
 
 
 def ms_per_update(unit: tuple, precision: str, device: str, short: int, long: int) -> float:
@@ -162,6 +199,12 @@ def checks(variants: list[tuple[int, str]], precision: str, device: str, fit: fl
     report["graph_check_max_abs_diff"] = graph_check(device) if gpu else float("nan")
     print(f"graph check (mixed packs): largest |eager - graph| after 20 updates: {report['graph_check_max_abs_diff']:.3g}",
           flush=True)
+    if gpu:
+        try:
+            report["streams"] = stream_check(device)
+        except Exception as exc:  # a measurement for later: its failure must not cost the run
+            report["streams"] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"streams: not measured ({report['streams']['error']})", flush=True)
     lengths = (200, 600) if gpu else (4, 8)
     units, timing = plan(variants, done, fit, iterations, lambda unit: ms_per_update(unit, precision, device, *lengths))
     report.update(ms_per_update=timing, plan=[[m, list(losses), list(ds)] for m, losses, ds in units])

@@ -176,3 +176,20 @@ def test_a_runs_log_gives_back_each_rows_mean_at_every_scoring(tmp_path, capsys)
     (tmp_path / "empty.log").write_text("nothing here\n")
     assert pacgan_log_curves.main([str(tmp_path / "empty.log"), "--out", str(tmp_path / "x")]) == 2
     assert "no progress lines of a pacgan run" in capsys.readouterr().err
+
+
+def test_a_failing_stream_measurement_does_not_cost_the_plan(monkeypatch, capsys):
+    """stream_check (two units' CUDA graphs on two streams) is a measurement for a later plan: on
+    a GPU its failure is recorded and the plan goes on; on a CPU it is not run."""
+    assert pacgan_gpu.stream_check("cpu") == {}
+
+    def fail(device):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(pacgan_gpu, "stream_check", fail)
+    monkeypatch.setattr(pacgan_gpu, "graph_check", lambda device: 0.0)
+    monkeypatch.setattr(pacgan_gpu.torch.cuda, "get_device_name", lambda: "a stand-in GPU")
+    report = pacgan_gpu.checks([(1, NS)], "tf32", "cuda", None, 400_000, set())
+    assert report["streams"] == {"error": "RuntimeError: operation not permitted when stream is capturing"}
+    assert report["plan"] == [[1, [NS], list(pacgan.DATASETS)]]
+    assert "streams: not measured (RuntimeError" in capsys.readouterr().out
