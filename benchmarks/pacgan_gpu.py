@@ -86,7 +86,8 @@ def stream_check(device: str, updates: int = 600) -> dict:
         pb.add_emas(players, [10_000.0, 100_000.0])
         update = pb.Update(players, graph=True)
         g = torch.Generator(device=device).manual_seed(m)
-        real, zs = torch.randn(20, 100 * m, 2, generator=g, device=device), torch.randn(20, m, 100, 2, generator=g, device=device)
+        real = torch.randn(20, 100 * m, 2, generator=g, device=device)  # (T, P*M, 2)
+        zs = torch.randn(20, m, 100, 2, generator=g, device=device)  # (T, M, P, 2)
         for _ in range(5):  # the warm-up, then the capture
             update(real, zs)
         units.append((update, real, zs))
@@ -191,7 +192,7 @@ def plan(variants: list[tuple[int, str]], done: set[tuple[int, str, str]], fit: 
 
 def checks(variants: list[tuple[int, str]], precision: str, device: str, fit: float | None, iterations: int,
            done: set[tuple[int, str, str]]) -> dict:
-    """The graph check, each candidate unit's time and the plan."""
+    """The graph check, the streams measurement (on a GPU), each candidate unit's time and the plan."""
     gpu = device == "cuda"
     report: dict = {"device": torch.cuda.get_device_name() if gpu else "cpu", "torch": torch.__version__,
                     "precision": precision, "iterations": iterations, "fit_s": fit,
