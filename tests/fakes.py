@@ -42,3 +42,14 @@ def fake_mnist(directory: Path, n_train: int = 6, n_test: int = 4, gz: bool = Tr
         write(directory / f"{split}-labels-idx1-ubyte{suffix}",
               idx_bytes(rng.integers(0, 10, n, dtype=np.uint8)), gz)
     return directory
+
+
+def folder_with_a_broken_image(root: Path, broken: bytes) -> Path:
+    """root/ok.png, an 8x8 grey image, and root/broken.png holding `broken`: a folder dataset that
+    load_dataset must refuse, naming broken.png."""
+    from PIL import Image
+
+    root.mkdir()
+    Image.new("L", (8, 8)).save(root / "ok.png")
+    (root / "broken.png").write_bytes(broken)
+    return root

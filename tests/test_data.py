@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from fakes import folder_with_a_broken_image
 from gankit.cache import cache_dir
 from gankit.data import (
     IMAGE_NAMES,
@@ -671,10 +672,7 @@ def test_folder_errors_name_the_folder(tmp_path):
 
 
 def test_corrupt_images_are_named(tmp_path):
-    root = tmp_path / "bad"
-    root.mkdir()
-    Image.new("L", (8, 8)).save(root / "ok.png")
-    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    root = folder_with_a_broken_image(tmp_path / "bad", b"\x89PNG\r\n\x1a\nnot really a png")
     with pytest.raises(DataError, match=f"cannot read image {root / 'broken.png'}"):
         load_dataset(f"folder:{root}")
     # A valid header with truncated pixel data fails only on decoding (the second pass).

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fakes import folder_with_a_broken_image
 from gankit.cli import main
 from gankit.config import TrainConfig
 from gankit.data import content_key, load_dataset, prepare, prepared
@@ -163,10 +164,7 @@ def test_a_folder_is_cached_and_any_change_invalidates_it(tmp_path):
 
 
 def test_the_folder_cache_keeps_the_folder_errors(tmp_path):
-    root = tmp_path / "bad"
-    root.mkdir()
-    Image.new("L", (8, 8)).save(root / "ok.png")
-    (root / "broken.png").write_bytes(b"")
+    root = folder_with_a_broken_image(tmp_path / "bad", b"")
     with pytest.raises(DataError, match=f"cannot read image {root / 'broken.png'}"):
         load_dataset(f"folder:{root}")
     assert not [p for p in (tmp_path / "cache" / "gankit" / "prepared").iterdir() if p.name not in ("sources", "locks")]
