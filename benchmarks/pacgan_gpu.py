@@ -29,8 +29,9 @@ costs less than two).
    also scored from EMAs of G (--g-ema).
 
 Each finished unit's folder (results.json, table.txt, collapse.png, curves.png) is packed into
-$OUT/pacgan/units.tar.gz with the timing and the plan (timing.json); unpack it into
-docs/theory/pacgan-gpu/ and `benchmarks/pacgan_merge.py` makes the table of every unit so far.
+$OUT/pacgan/units.tar.gz with the timing and the plan (timing.json); `python
+benchmarks/pacgan_merge.py --add units.tar.gz` adds them to docs/theory/pacgan-gpu/ and makes the
+table of every unit so far.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 each unit's results.json is a run of some rows; this joins their trials into one table.
 
     python benchmarks/pacgan_merge.py                                   # docs/theory/pacgan-gpu/*/results.json
+    python benchmarks/pacgan_merge.py --add units.tar.gz                # a GPU session's units, then the table
     python benchmarks/pacgan_merge.py --units DIR --out DIR
 
 Writes table.txt (PacGAN's layout, each row beside the published one), results.json (the rows and
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 from gankit.errors import ConfigError
@@ -25,11 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", default="docs/theory/pacgan-gpu", help="folder of unit folders (default: %(default)s)")
     parser.add_argument("--out", default=None, help="where the table goes (default: --units)")
+    parser.add_argument("--add", default=None, help="a GPU session's units.tar.gz: its units join --units first")
     args = parser.parse_args(argv)
     units, out = Path(args.units), Path(args.out or args.units)
+    if args.add:
+        try:
+            added = add_units(Path(args.add), units)
+        except (OSError, tarfile.TarError, ValueError) as e:
+            print(f"pacgan_merge: --add {args.add}: {e}", file=sys.stderr)
+            return 2
+        print(f"added {', '.join(added)} to {units}")
     files = sorted(units.glob("*/results.json"))
     if not files:
-        print(f"pacgan_merge: no {units}/*/results.json: unpack a GPU session's units.tar.gz there first", file=sys.stderr)
+        print(f"pacgan_merge: no {units}/*/results.json: add a GPU session's units first (--add units.tar.gz)", file=sys.stderr)
         return 2
     try:
         record = pacgan.merge([json.loads(f.read_text()) for f in files], [str(f.parent.name) for f in files])
@@ -46,6 +58,28 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"wrote {out / 'table.txt'}, {out / 'results.json'} and {out / 'curves.png'} from {len(files)} units")
     return 0
+
+
+def add_units(archive: Path, units: Path) -> list[str]:
+    """Unpack a units.tar.gz (benchmarks/pacgan_gpu.py) into units/, a folder per unit. Nothing is
+    written unless every unit in it is new and holds a readable results.json: a unit already
+    there is never replaced (move it away first to replace it)."""
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")  # no paths outside tmp, no links, no devices
+        found = sorted(p for p in Path(tmp).iterdir() if p.is_dir())
+        if not found:
+            raise ValueError("no unit folders in it")
+        for folder in found:
+            if (units / folder.name).exists():
+                raise ValueError(f"{units / folder.name} exists already; nothing was added")
+            try:  # every unit whole before any is kept
+                json.loads((folder / "results.json").read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{folder.name}/results.json: {e}; nothing was added") from None
+        units.mkdir(parents=True, exist_ok=True)
+        for folder in found:
+            shutil.copytree(folder, units / folder.name)
+    return [p.name for p in found]
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def test_the_merge_script_writes_the_table_of_the_unit_folders(tmp_path, capsys)
         ["pack1-ring8-grid25", "pack2-ring8-grid25"]
     assert (tmp_path / "table" / "curves.png").stat().st_size > 0
     assert pacgan_merge.main(["--units", str(tmp_path / "nothing")]) == 2
-    assert "unpack a GPU session's units.tar.gz" in capsys.readouterr().err
+    assert "add a GPU session's units first (--add units.tar.gz)" in capsys.readouterr().err
 
 
 def test_runs_of_another_length_or_the_same_trials_twice_are_not_merged(tmp_path):
@@ -193,3 +193,31 @@ def test_a_failing_stream_measurement_does_not_cost_the_plan(monkeypatch, capsys
     assert report["streams"] == {"error": "RuntimeError: operation not permitted when stream is capturing"}
     assert report["plan"] == [[1, [NS], list(pacgan.DATASETS)]]
     assert "streams: not measured (RuntimeError" in capsys.readouterr().out
+
+
+def test_a_sessions_units_join_the_table_and_never_replace_one_already_there(tmp_path, capsys):
+    _run(tmp_path / "machine", "pack1-ring8-grid25", (1,))
+    archive = tmp_path / "units.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("results.json", "table.txt"):
+            tar.add(tmp_path / "machine" / "pack1-ring8-grid25" / name, arcname=f"pack1-ring8-grid25/{name}")
+    units = tmp_path / "units"
+    assert pacgan_merge.main(["--units", str(units), "--add", str(archive)]) == 0
+    assert "added pack1-ring8-grid25" in capsys.readouterr().out
+    assert (units / "table.txt").is_file() and (units / "pack1-ring8-grid25" / "results.json").is_file()
+    before = (units / "pack1-ring8-grid25" / "results.json").read_bytes()
+    assert pacgan_merge.main(["--units", str(units), "--add", str(archive)]) == 2
+    assert "pack1-ring8-grid25 exists already; nothing was added" in capsys.readouterr().err
+    assert (units / "pack1-ring8-grid25" / "results.json").read_bytes() == before
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(archive, arcname="../outside.tar.gz")
+    assert pacgan_merge.main(["--units", str(units), "--add", str(evil)]) == 2
+    assert not (tmp_path / "outside.tar.gz").exists()
+    broken = tmp_path / "broken.tar.gz"
+    (tmp_path / "pack2-ring8").mkdir()
+    (tmp_path / "pack2-ring8" / "results.json").write_text("{cut off")
+    with tarfile.open(broken, "w:gz") as tar:
+        tar.add(tmp_path / "pack2-ring8", arcname="pack2-ring8")
+    assert pacgan_merge.main(["--units", str(units), "--add", str(broken)]) == 2
+    assert "pack2-ring8/results.json: " in capsys.readouterr().err and not (units / "pack2-ring8").exists()
