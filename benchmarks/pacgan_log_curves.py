@@ -30,23 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     if not points:
         print(f"pacgan_log_curves: no progress lines of a pacgan run in {', '.join(args.logs)}", file=sys.stderr)
         return 2
-    rows: dict[tuple, list[dict]] = {}
-    for p in points:  # a later log's scoring of the same update replaces an earlier one's
-        mine = rows.setdefault((p["data"], p["pack"], p["g_loss"], p["g_ema"]), [])
-        mine[:] = [q for q in mine if q["iteration"] != p["iteration"]] + [p]
-    results = [{"data": d, "pack": m, "g_loss": g, "g_ema": h,
-                "curve": [{k: q[k] for k in ("iteration", *curves.METRICS)} for q in sorted(pts, key=lambda q: q["iteration"])]}
-               for (d, m, g, h), pts in rows.items()]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     trials = {p["trials"] for p in points}
     if len(trials) > 1:
         print(f"pacgan_log_curves: the logs' rows are means of {sorted(trials)} trials: give the logs of one run",
               file=sys.stderr)
         return 2
-    datasets = [d for d in pacgan.DATASETS if any(r["data"] == d for r in results)]
-    methods = sorted({(r["pack"], r["g_loss"], r["g_ema"]) for r in results},
-                     key=lambda x: (x[0], pacgan.G_LOSSES.index(x[1]), x[2]))
+    latest = {(p["data"], p["pack"], p["g_loss"], p["g_ema"], p["iteration"]): p for p in points}  # a later log wins
+    rows: dict[tuple, list[dict]] = {}
+    for (*row, _), p in sorted(latest.items(), key=lambda item: item[0][-1]):
+        rows.setdefault(tuple(row), []).append({k: p[k] for k in ("iteration", *curves.METRICS)})
+    results = [{"data": d, "pack": m, "g_loss": g, "g_ema": h, "curve": curve} for (d, m, g, h), curve in rows.items()]
+    datasets, methods = pacgan.rows_of(results)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     curves.figure(out / "curves.png", results, datasets, methods, pacgan.PUBLISHED, means_of=trials.pop())
     (out / "means.json").write_text(json.dumps({"logs": args.logs, "trials_per_mean": points[0]["trials"],
                                                 "rows": results}, indent=1) + "\n")

@@ -377,16 +377,21 @@ def merge(records: list[dict], sources: list[str]) -> dict:
                 raise ConfigError(f"{src} and {seen[key]} both hold {key}: merge each trial once")
             seen[key] = src
             results.append({**r, "g_loss": key[2]})
-    datasets = [d for d in DATASETS if any(r["data"] == d for r in results)]
-    losses = list(G_LOSSES)
-    methods = sorted(dict.fromkeys((r["pack"], r["g_loss"], r["g_ema"]) for r in results),
-                     key=lambda x: (x[0], losses.index(x[1]), x[2]))
+    datasets, methods = rows_of(results)
     first = records[0]
     return {"command": "bench modes --protocol pacgan, merged", "sources": sources,
             **{k: first.get(k) for k in ("seed", "trials", "iterations", "published_iterations", "g_emas", "setup")},
             "packs": sorted({m for m, _, _ in methods}), "precision": sorted({r.get("precision") for r in records}),
             "devices": sorted({r.get("device") for r in records}), "rows": _rows(results, datasets, methods),
             "datasets": datasets, "methods": [list(x) for x in methods], "trial_results": results}
+
+
+def rows_of(results: list[dict]) -> tuple[list[str], list[tuple]]:
+    """The datasets and the methods (pack, G loss, EMA) that trial results hold, in the table's order."""
+    datasets = [d for d in DATASETS if any(r["data"] == d for r in results)]
+    methods = sorted({(r["pack"], r["g_loss"], r["g_ema"]) for r in results},
+                     key=lambda x: (x[0], G_LOSSES.index(x[1]), x[2]))
+    return datasets, methods
 
 
 def choose_engine(engine: str, device: str) -> str:
