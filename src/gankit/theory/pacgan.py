@@ -553,6 +553,7 @@ def _figure(path: Path, results: list[dict], datasets, methods) -> None:
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
-            ax.set_title(f"{curves.row_label(data, m, h, g)}, update {shot['iteration']:,}\n{shot['modes']} modes, "
+            # the row's label on a line of its own: "grid25 GAN, saturating + EMA 10,000" is a panel wide
+            ax.set_title(f"{curves.row_label(data, m, h, g)}\nupdate {shot['iteration']:,}: {shot['modes']} modes, "
                          f"{shot['high_quality']:.0f}% HQ", fontsize=7)
     plots.save(fig, path)
