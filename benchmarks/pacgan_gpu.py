@@ -126,15 +126,11 @@ def ms_per_update(unit: tuple, precision: str, device: str, short: int, long: in
     return 1000 * (seconds[1] - seconds[0]) / (long - short)
 
 
-LOSS_TAGS = {"non-saturating": "ns", "saturating": "sat"}
-
-
 def unit_name(unit: tuple) -> str:
     """(M, G losses, datasets) -> "pack1-ring8-grid25" (PacGAN's loss), "pack2-sat-grid25",
     "pack1-ns-sat-ring8-grid25" (both losses' trials in one batch)."""
     m, losses, datasets = unit
-    tag = "" if tuple(losses) == ("non-saturating",) else "-" + "-".join(LOSS_TAGS[loss] for loss in losses)
-    return f"pack{m}{tag}-{'-'.join(datasets)}"
+    return pacgan.unit_name([m], losses, datasets)
 
 
 def done_rows(folder: Path, iterations: int) -> set[tuple[int, str, str]]:

@@ -4,6 +4,11 @@ each unit's results.json is a run of some rows; this joins their trials into one
     python benchmarks/pacgan_merge.py                                   # docs/theory/pacgan-gpu/*/results.json
     python benchmarks/pacgan_merge.py --add units.tar.gz                # a GPU session's units, then the table
     python benchmarks/pacgan_merge.py --units DIR --out DIR
+    python benchmarks/pacgan_merge.py --units docs/theory/pacgan-cpu --add-run build/X/out
+                                        # a finished run (one CPU trial, say) joins the units
+
+A row's trials can come from several units of different seeds (one CPU trial a session, `gankit
+bench modes --protocol pacgan --seed S --trials 1`); the table then gives each row's number of trials.
 
 Writes table.txt (PacGAN's layout, each row beside the published one), results.json (the rows and
 every trial) and curves.png (each row's mean against updates) in --out.
@@ -30,13 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--units", default="docs/theory/pacgan-gpu", help="folder of unit folders (default: %(default)s)")
     parser.add_argument("--out", default=None, help="where the table goes (default: --units)")
     parser.add_argument("--add", default=None, help="a GPU session's units.tar.gz: its units join --units first")
+    parser.add_argument("--add-run", default=None, metavar="OUT",
+                        help="a finished `gankit bench modes --protocol pacgan` run's --out folder: its results.json "
+                             "joins --units first, as a unit named after its rows and seeds")
     args = parser.parse_args(argv)
     units, out = Path(args.units), Path(args.out or args.units)
-    if args.add:
+    for flag, source, add in (("--add", args.add, add_units), ("--add-run", args.add_run, add_run)):
+        if not source:
+            continue
         try:
-            added = add_units(Path(args.add), units)
+            added = add(Path(source), units)
         except (OSError, tarfile.TarError, ValueError) as e:
-            print(f"pacgan_merge: --add {args.add}: {e}", file=sys.stderr)
+            print(f"pacgan_merge: {flag} {source}: {e}", file=sys.stderr)
             return 2
         print(f"added {', '.join(added)} to {units}")
     files = sorted(units.glob("*/results.json"))
@@ -80,6 +90,36 @@ def add_units(archive: Path, units: Path) -> list[str]:
         for folder in found:
             shutil.copytree(folder, units / folder.name)
     return [p.name for p in found]
+
+
+def add_run(run: Path, units: Path) -> list[str]:
+    """Copy a finished run's results.json to units/NAME/, NAME from its rows and seeds, such as
+    "pack1-sat-grid25-seed1". A unit already there is never replaced."""
+    if not (run / "results.json").is_file():
+        raise ValueError("no results.json in it: give the --out folder of a finished run (one stopped early "
+                         "has only checkpoints: run its command again to finish it)")
+    try:
+        record = json.loads((run / "results.json").read_text())
+        trials = record["trial_results"]
+    except (KeyError, TypeError):
+        raise ValueError("its results.json holds no trial_results: give the --out folder of a finished "
+                         "`gankit bench modes --protocol pacgan` run") from None
+    name = run_name(trials)
+    if (units / name).exists():
+        raise ValueError(f"{units / name} exists already; nothing was added")
+    tmp = units / f".{name}.partial"  # a copy cut off half way is never taken for a unit
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copyfile(run / "results.json", tmp / "results.json")
+    tmp.rename(units / name)
+    return [name]
+
+
+def run_name(trials: list[dict]) -> str:
+    seeds = sorted({r["seed"] for r in trials})
+    unit = pacgan.unit_name({r["pack"] for r in trials}, {r.get("g_loss", "non-saturating") for r in trials},
+                            {r["data"] for r in trials})
+    return f"{unit}-seed{seeds[0]}" if len(seeds) == 1 else f"{unit}-seeds{seeds[0]}-{seeds[-1]}"
 
 
 if __name__ == "__main__":

@@ -97,6 +97,24 @@ def test_a_table_merged_from_runs_of_some_rows_is_the_table_of_one_run_of_them_a
     assert pacgan.table(merged) == pacgan.table(whole)
 
 
+def test_trials_of_other_seeds_join_their_row_and_each_row_says_how_many_it_holds(tmp_path):
+    # a CPU session adds one trial of a row (--seed S --trials 1) to the trials so far
+    two = _run(tmp_path, "two", (1, 2), ("grid25",))  # seeds 7 and 8
+    one = pacgan.run(tmp_path / "one", seed=9, trials=1, packs=(1,), datasets=("grid25",), iterations=4, jobs=1,
+                     score_every=2, engine="batched", g_emas=(300.0,))
+    merged = pacgan.merge([two, one], ["two", "one"])
+    gan = next(r for r in merged["rows"] if (r["pack"], r["g_ema"]) == (1, 0.0))
+    trials = [r for r in two["trial_results"] + one["trial_results"] if (r["pack"], r["g_ema"]) == (1, 0.0)]
+    assert gan["seeds"] == [7, 8, 9]
+    assert gan["high_quality"]["values"] == [r["high_quality"] for r in trials]
+    assert gan["high_quality"]["mean"] == pytest.approx(sum(r["high_quality"] for r in trials) / 3)
+    assert merged["seed"] is None and merged["trials"] is None
+    text = pacgan.table(merged)
+    assert "mean +- standard error over each row's trials" in text
+    assert "  GAN gankit, 3 trials " in text and "  PacGAN2 gankit, 2 trials " in text
+    assert "over 2 trials" in pacgan.table(two) and "gankit, 2 trials" not in pacgan.table(two)
+
+
 def test_the_merge_script_writes_the_table_of_the_unit_folders(tmp_path, capsys):
     for name, packs in (("pack1-ring8-grid25", (1,)), ("pack2-ring8-grid25", (2,))):
         _run(tmp_path / "units", name, packs)
@@ -108,6 +126,21 @@ def test_the_merge_script_writes_the_table_of_the_unit_folders(tmp_path, capsys)
     assert (tmp_path / "table" / "curves.png").stat().st_size > 0
     assert pacgan_merge.main(["--units", str(tmp_path / "nothing")]) == 2
     assert "add a GPU session's units first (--add units.tar.gz)" in capsys.readouterr().err
+
+
+def test_a_finished_run_joins_the_units_under_its_rows_and_seed_once(tmp_path, capsys):
+    units = tmp_path / "units"
+    _run(units, "pack1-2-grid25-seeds7-8", (1, 2), ("grid25",))
+    pacgan.run(tmp_path / "cpu" / "out", seed=9, trials=1, packs=(1,), datasets=("grid25",), iterations=4, jobs=1,
+               score_every=2, engine="batched", g_emas=(300.0,), g_losses=(SAT,))
+    assert pacgan_merge.main(["--units", str(units), "--add-run", str(tmp_path / "cpu" / "out")]) == 0
+    assert (units / "pack1-sat-grid25-seed9" / "results.json").is_file()
+    assert "GAN, saturating gankit, 1 trial " in (units / "table.txt").read_text()
+    assert pacgan_merge.main(["--units", str(units), "--add-run", str(tmp_path / "cpu" / "out")]) == 2
+    assert "pack1-sat-grid25-seed9 exists already; nothing was added" in capsys.readouterr().err
+    assert pacgan_merge.main(["--units", str(units), "--add-run", str(tmp_path / "cpu")]) == 2
+    assert f"--add-run {tmp_path / 'cpu'}: no results.json in it" in capsys.readouterr().err
+    assert sorted(p.name for p in units.iterdir() if p.is_dir()) == ["pack1-2-grid25-seeds7-8", "pack1-sat-grid25-seed9"]
 
 
 def test_runs_of_another_length_or_the_same_trials_twice_are_not_merged(tmp_path):

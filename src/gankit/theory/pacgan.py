@@ -363,8 +363,10 @@ def _rows(results: list[dict], datasets, methods) -> list[dict]:
 def merge(records: list[dict], sources: list[str]) -> dict:
     """One table from runs of different rows (a GPU session's units, benchmarks/pacgan_merge.py):
     their trials together and each row's mean +- se again. sources names each record in errors.
-    The runs must share updates, trials, seed and EMAs, and no (dataset, method, seed) twice."""
-    for key in ("iterations", "trials", "seed", "g_emas"):
+    The runs must share updates and EMAs and hold no (dataset, method, seed) twice. They may differ
+    in seeds and trial counts: a row's trials can come from several runs (one CPU trial a session,
+    `--seed S --trials 1`), and then the rows' trial counts can differ."""
+    for key in ("iterations", "g_emas"):
         values = {json.dumps(r.get(key)) for r in records}
         if len(values) > 1:
             per = ", ".join(f"{src}: {r.get(key)}" for src, r in zip(sources, records, strict=True))
@@ -378,11 +380,14 @@ def merge(records: list[dict], sources: list[str]) -> dict:
             seen[key] = src
             results.append({**r, "g_loss": key[2]})
     datasets, methods = rows_of(results)
-    first = records[0]
+    rows = _rows(results, datasets, methods)
+    first, counts, seeds = records[0], {len(row["seeds"]) for row in rows}, {r.get("seed") for r in records}
     return {"command": "bench modes --protocol pacgan, merged", "sources": sources,
-            **{k: first.get(k) for k in ("seed", "trials", "iterations", "published_iterations", "g_emas", "setup")},
+            **{k: first.get(k) for k in ("iterations", "published_iterations", "g_emas", "setup")},
+            "seed": seeds.pop() if len(seeds) == 1 else None,  # None: the runs started from different seeds
+            "trials": counts.pop() if len(counts) == 1 else None,  # None: the rows' counts differ
             "packs": sorted({m for m, _, _ in methods}), "precision": sorted({r.get("precision") for r in records}),
-            "devices": sorted({r.get("device") for r in records}), "rows": _rows(results, datasets, methods),
+            "devices": sorted({r.get("device") for r in records}), "rows": rows,
             "datasets": datasets, "methods": [list(x) for x in methods], "trial_results": results}
 
 
@@ -392,6 +397,16 @@ def rows_of(results: list[dict]) -> tuple[list[str], list[tuple]]:
     methods = sorted({(r["pack"], r["g_loss"], r["g_ema"]) for r in results},
                      key=lambda x: (x[0], G_LOSSES.index(x[1]), x[2]))
     return datasets, methods
+
+
+def unit_name(packs, losses, datasets) -> str:
+    """A run's rows as a folder name (benchmarks/pacgan_gpu.py's units, pacgan_merge.py --add-run):
+    "pack1-ring8-grid25" (PacGAN's loss), "pack2-sat-grid25", "pack1-ns-sat-ring8-grid25"."""
+    tags = {"non-saturating": "ns", "saturating": "sat"}
+    losses = [g for g in G_LOSSES if g in set(losses)]
+    tag = "" if losses == ["non-saturating"] else "-" + "-".join(tags[g] for g in losses)
+    packs = "-".join(str(m) for m in sorted(set(packs)))
+    return f"pack{packs}{tag}-{'-'.join(d for d in DATASETS if d in set(datasets))}"
 
 
 def choose_engine(engine: str, device: str) -> str:
@@ -500,24 +515,33 @@ def table(record: dict) -> str:
     they agree within the error bars."""
     names = {"ring8": "2D-ring", "grid25": "2D-grid"}
     places = {"modes": 1, "high_quality": 1, "reverse_kl": 2}
-    width = max(26, *(len(_label(r)) + 15 for r in record["rows"]))
+    counts = {len(r["seeds"]) for r in record["rows"]}
+    # a merged table's rows can hold different numbers of trials: each row then says how many
+    ours = {id(r): _label(r) + " gankit" + ("" if len(counts) == 1 else f", {_count(len(r['seeds']), 'trial')}")
+            for r in record["rows"]}
+    width = max(26, *(len(_label(r)) + 15 for r in record["rows"]), *(len(x) for x in ours.values()))
     lines = [f"{'':<{width + 2}}{'modes':>18}{'high quality %':>20}{'reverse KL':>18}"]
+    over = _count(counts.pop(), "trial") if len(counts) == 1 else "each row's trials (their number in its label)"
     for data in dict.fromkeys(r["data"] for r in record["rows"]):
-        lines.append(f"{names[data]} ({data}), mean +- standard error over {record['trials']} trials, "
-                     f"{record['iterations']:,} updates")
+        lines.append(f"{names[data]} ({data}), mean +- standard error over {over}, {record['iterations']:,} updates")
         for r in (r for r in record["rows"] if r["data"] == data):
-            label = _label(r)
-            cells = [_pm(r[k]["mean"], r[k]["se"], places[k]) for k in METRICS]
-            lines.append(f"  {label + ' gankit':<{width}}" + "".join(c.rjust(w) for c, w in zip(cells, (18, 20, 18), strict=True)))
+            label, one = _label(r), len(r["seeds"]) == 1  # one trial has no standard error: its score alone
+            cells = [_pm(r[k]["mean"], None if one else r[k]["se"], places[k]) for k in METRICS]
+            lines.append(f"  {ours[id(r)]:<{width}}" + "".join(c.rjust(w) for c, w in zip(cells, (18, 20, 18), strict=True)))
             if r["published"]:
                 pub = [_pm(*r["published"][k], places[k]) + {True: " ok", False: " NO", None: " -"}[r["within"][k]]
                        for k in METRICS]
                 lines.append(f"  {label + ' PacGAN Table 1':<{width}}" + "".join(c.rjust(w) for c, w in zip(pub, (18, 20, 18), strict=True)))
             if r.get("paired"):
-                diff = [_pm(r["paired"][k]["mean"], r["paired"][k]["se"], places[k], signed=True) for k in METRICS]
+                diff = [_pm(r["paired"][k]["mean"], None if one else r["paired"][k]["se"], places[k], signed=True)
+                        for k in METRICS]
                 lines.append(f"  {'  minus G, same trials':<{width}}" + "".join(c.rjust(w) for c, w in zip(diff, (18, 20, 18), strict=True)))
     lines.append("ok / NO: our mean +- se overlaps / misses the published mean +- se (-: ours is infinite)")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _label(row: dict) -> str:
@@ -525,7 +549,9 @@ def _label(row: dict) -> str:
 
 
 def _pm(mean: float | None, se: float | None, places: int, signed: bool = False) -> str:
-    return "inf" if mean is None else f"{mean:{'+' if signed else ''}.{places}f} +- {se:.{places}f}"
+    if mean is None:
+        return "inf"
+    return f"{mean:{'+' if signed else ''}.{places}f}" + ("" if se is None else f" +- {se:.{places}f}")
 
 
 def _figure(path: Path, results: list[dict], datasets, methods) -> None:
@@ -554,6 +580,6 @@ def _figure(path: Path, results: list[dict], datasets, methods) -> None:
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
             # the row's label on a line of its own: "grid25 GAN, saturating + EMA 10,000" is a panel wide
-            ax.set_title(f"{curves.row_label(data, m, h, g)}\nupdate {shot['iteration']:,}: {shot['modes']} modes, "
+            ax.set_title(f"{curves.row_label(data, m, h, g)}\nupdate {shot['iteration']:,}: {_count(shot['modes'], 'mode')}, "
                          f"{shot['high_quality']:.0f}% HQ", fontsize=7)
     plots.save(fig, path)
