@@ -167,7 +167,7 @@ def _collect(codes: dict[tuple, int], args) -> int:
             print(added.stdout.splitlines()[0] if added.returncode == 0 else added.stderr.strip(), flush=True)
             outcomes.add("added" if added.returncode == 0 else "failed")
         elif code in (STOPPED, 130, 143):
-            print(f"{folder.name}: stopped with its checkpoint (exit status {code}); the same command continues it", flush=True)
+            print(f"{folder.name}: stopped (exit status {code}); the same command continues it from its last checkpoint", flush=True)
             outcomes.add("stopped")
         else:
             print(f"{folder.name}: failed (exit status {code}); see {folder / 'run.log'}", file=sys.stderr, flush=True)

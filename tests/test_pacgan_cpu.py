@@ -44,7 +44,9 @@ def _main(tmp_path, *extra):
 
 def test_a_stopped_trial_is_continued_by_the_same_command_then_joins_the_table(tmp_path, capsys):
     assert _main(tmp_path, "--stop-after", "0.001") == pacgan_cpu.STOPPED
-    assert "pack1-sat-grid25-seed0: stopped with its checkpoint" in capsys.readouterr().out
+    assert "pack1-sat-grid25-seed0: stopped (exit status 3); the same command continues it" in capsys.readouterr().out
+    log = (tmp_path / "work" / "pack1-sat-grid25-seed0" / "run.log").read_text()
+    assert "before its first checkpoint: the same command starts from the beginning" in log  # 1 ms: no update ran
     assert not (tmp_path / "units").exists()
     assert _main(tmp_path) == 0
     assert "added pack1-sat-grid25-seed0" in capsys.readouterr().out

@@ -306,8 +306,10 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
         from gankit.theory.pacgan_batched import STOP
 
         why = f"--stop-after {stop_after:g}" if STOP.signal is None else signal.Signals(STOP.signal).name
-        say(log, f"stopped after {time.perf_counter() - started:.0f} s ({why}); where each batch is: "
-                 f"{out / 'checkpoints'}. The same command continues from there.")
+        where = (f"where each batch is: {out / 'checkpoints'}. The same command continues from there."
+                 if any((out / "checkpoints").glob("*.pt")) else
+                 "before its first checkpoint: the same command starts from the beginning.")
+        say(log, f"stopped after {time.perf_counter() - started:.0f} s ({why}); {where}")
         return {"stopped": True, "signal": STOP.signal, "checkpoints": str(out / "checkpoints")}
     record = {
         "command": "bench modes --protocol pacgan", "seed": seed, "trials": trials, "packs": list(packs),
