@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from gankit.cli import main
 from gankit.errors import ConfigError
@@ -19,14 +20,19 @@ def _final(r: dict) -> dict:
     return {k: float(r[k]) for k in curves.METRICS}
 
 
+def _scores(point: dict) -> dict:
+    return {k: point[k] for k in curves.METRICS}
+
+
 def test_a_batchs_curve_is_its_own_scores_at_every_scored_update(capsys):
     results = pb.run_batch(["ring8", "grid25"], 2, [0, 1], 20, "cpu", snapshots=True, score_every=10, name="pack2-0")
     for r in results:
         assert [p["iteration"] for p in r["curve"]] == [10, 20]
-        assert {k: v for k, v in r["curve"][-1].items() if k != "iteration"} == _final(r)
+        assert _scores(r["curve"][-1]) == _final(r)
+        assert (r["curve"][-1]["loss_d"], r["curve"][-1]["loss_g"]) == (r["loss_d"], r["loss_g"])  # the last update's
         shot = next(s for s in r["_snapshots"] if s["iteration"] == 10)  # the samples kept at 10, scored anew
         again = mode_metrics(torch.from_numpy(shot["samples"]), pacgan.PACGAN_TOYS[r["data"]])
-        assert r["curve"][0] == {"iteration": 10, **{k: float(again[k]) for k in curves.METRICS}}
+        assert _scores(r["curve"][0]) == {k: float(again[k]) for k in curves.METRICS}
     assert results[0]["curve"] != results[1]["curve"]  # each trial its own
     out = capsys.readouterr().out
     assert "pack2-0: update 10 of 20 (50%)" in out and "pack2-0: update 20 of 20 (100%)" in out
@@ -36,8 +42,24 @@ def test_a_batchs_curve_is_its_own_scores_at_every_scored_update(capsys):
 def test_the_loop_engine_keeps_the_same_curve(capsys):
     [r] = pacgan.trial("grid25", 1, 0, 12, score_every=5)
     assert [p["iteration"] for p in r["curve"]] == [5, 10, 12]
-    assert {k: v for k, v in r["curve"][-1].items() if k != "iteration"} == _final(r)
+    assert _scores(r["curve"][-1]) == _final(r)
+    assert (r["curve"][-1]["loss_d"], r["curve"][-1]["loss_g"]) == (r["loss_d"], r["loss_g"])
     assert "grid25 GAN, seed 0: update 5 of 12" in capsys.readouterr().out
+
+
+def test_an_emas_curve_has_its_trials_losses_and_the_figure_a_panel_for_ds(tmp_path):
+    # D's loss at the scored update, log 4 where D = 1/2 everywhere: an EMA of G is not trained, so
+    # its view of the trial carries the trial's losses (G's and D's) beside its own scores
+    g, average = pb.run_batch(["grid25"], 1, [0], 12, score_every=6, g_emas=(300.0,))
+    assert [p["iteration"] for p in average["curve"]] == [6, 12]
+    assert [(p["loss_d"], p["loss_g"]) for p in average["curve"]] == [(p["loss_d"], p["loss_g"]) for p in g["curve"]]
+    assert g["curve"][0]["loss_d"] != g["curve"][1]["loss_d"]
+    methods = [(1, "non-saturating", 0.0), (1, "non-saturating", 300.0)]
+    curves.figure(tmp_path / "with.png", [g, average], ["grid25"], methods, pacgan.PUBLISHED)
+    older = [{**r, "curve": [_scores(p) | {"iteration": p["iteration"]} for p in r["curve"]]} for r in (g, average)]
+    curves.figure(tmp_path / "without.png", older, ["grid25"], methods, pacgan.PUBLISHED)
+    with Image.open(tmp_path / "with.png") as a, Image.open(tmp_path / "without.png") as b:
+        assert a.width > b.width * 1.2 and a.height == b.height  # a fourth panel, for runs that recorded it
 
 
 def test_the_progress_line_counts_this_processs_updates_only(monkeypatch):

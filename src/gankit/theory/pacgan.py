@@ -220,7 +220,7 @@ def trial(data: str, pack: int, seed: int, iterations: int, snapshots: bool = Fa
                 for mine, shot in zip(kept, shots, strict=True):
                     mine.append({"iteration": it + 1, "samples": shot.numpy(), **mode_metrics(shot, toy)})
             if watch.due(it + 1):
-                scores.append(watch(it + 1, shots))
+                scores.append(watch(it + 1, shots, (loss_d, loss_g)))
     seconds = round(time.perf_counter() - started, 2)
     results = []
     for e, (scorer, h) in enumerate(zip(scorers, (0.0, *g_emas), strict=True)):

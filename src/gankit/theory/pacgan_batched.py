@@ -414,7 +414,7 @@ def train(players: Players, points: torch.Tensor, packed: torch.Tensor, generato
             if it + 1 in keep:
                 progress.kept.append((it + 1, samples))
             if scored:
-                progress.scores.append(watch(it + 1, samples))
+                progress.scores.append(watch(it + 1, samples, progress.result))
                 if save is not None:
                     save(progress)
     return progress

@@ -25,7 +25,8 @@ from gankit.theory import plots
 
 SCORES_PER_RUN = 20  # the default --score-every: iterations / 20
 METRICS = ("modes", "high_quality", "reverse_kl")
-LABELS = {"modes": "modes", "high_quality": "high quality %", "reverse_kl": "reverse KL (nats)"}
+LABELS = {"modes": "modes", "high_quality": "high quality %", "reverse_kl": "reverse KL (nats)",
+          "loss_d": "D's loss at the update (log 4 dashed)"}
 
 
 def default_every(iterations: int) -> int:
@@ -61,12 +62,17 @@ class Watch:
     def due(self, it: int) -> bool:
         return it % self.every == 0 or it == self.iterations
 
-    def __call__(self, it: int, samples: torch.Tensor) -> tuple[int, list[dict]]:
-        """samples (T, N, 2), G's scoring samples after update `it` -> (it, one score per trial)."""
+    def __call__(self, it: int, samples: torch.Tensor, losses: tuple | None = None) -> tuple[int, list[dict]]:
+        """samples (V, N, 2), each view's scoring samples after update `it` -> (it, one score per
+        view). losses: update `it`'s (D loss, G loss), (T,) each, of the T trials; view v is trial
+        v % T seen by one scorer (G or an EMA of G), and its score gets its trial's losses too."""
         scores = []
-        for x, toy in zip(samples, self.toys, strict=True):
+        for v, (x, toy) in enumerate(zip(samples, self.toys, strict=True)):
             m = mode_metrics(x, toy)
             scores.append({k: float(m[k]) for k in METRICS})
+            if losses is not None:
+                t = v % losses[0].numel()
+                scores[-1].update(loss_d=float(losses[0].reshape(-1)[t]), loss_g=float(losses[1].reshape(-1)[t]))
         print(self.line(it, scores), flush=True)
         return it, scores
 
@@ -107,7 +113,8 @@ def parse_lines(lines, skip: tuple[str, ...] = ("batch",)) -> list[dict]:
 
 
 def curve(scores: list[tuple[int, list[dict]]], t: int) -> list[dict]:
-    """Trial t's scores along the way: [{"iteration", "modes", "high_quality", "reverse_kl"}]."""
+    """View t's scores along the way: [{"iteration", "modes", "high_quality", "reverse_kl"}], and
+    "loss_d", "loss_g" (its trial's losses at that update) where the watch was given them."""
     return [{"iteration": it, **per_trial[t]} for it, per_trial in scores]
 
 
@@ -122,16 +129,22 @@ def figure(path, results: list[dict], datasets, methods, published: dict, means_
     method's one curve is already the mean of so many trials (a run's progress lines), no band."""
     trained = list(dict.fromkeys((m, g) for m, g, _ in methods))
     emas = list(dict.fromkeys(h for _, _, h in methods if h))
-    fig, axes = plots.figure(len(datasets), len(METRICS), width=3.6, height=2.8)
+    # D's loss as a panel of its own where every scoring recorded it (runs from before it did: none)
+    panels = METRICS + (("loss_d",) if all("loss_d" in p for r in results for p in r["curve"]) else ())
+    fig, axes = plots.figure(len(datasets), len(panels), width=3.6, height=2.8)
     for row, data in enumerate(datasets):
-        for col, metric in enumerate(METRICS):
-            ax = axes[row * len(METRICS) + col]
+        for col, metric in enumerate(panels):
+            ax = axes[row * len(panels) + col]
             for m, g, h in methods:
+                if metric == "loss_d" and h:  # an EMA of G is not trained: its trial's losses are G's
+                    continue
                 mine = [r["curve"] for r in results if (r["data"], r["pack"], r["g_loss"], r["g_ema"]) == (data, m, g, h)]
                 style = EMA_STYLES[emas.index(h) % len(EMA_STYLES)] if h else "-"
                 colour = COLOURS[trained.index((m, g)) % len(COLOURS)]
                 _draw(ax, mine, metric, (colour, style), row_label(data, m, h, g),
                       None if h or g != "non-saturating" else published.get((data, m)), means_of)
+            if metric == "loss_d":  # -V(D, G): log 4 where D = 1/2 everywhere, as at the equilibrium
+                ax.axhline(math.log(4), color="grey", linestyle="--", linewidth=0.6)
             ax.set_title(f"{data}: {LABELS[metric]}", fontsize=8)
             ax.set_xlabel("updates", fontsize=7)
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
@@ -160,5 +173,5 @@ def _draw(ax, curves: list[list[dict]], metric: str, look: tuple, label: str, pu
     ax.plot(its, mean, color=colour, linestyle=style, linewidth=1.2, label=f"{label} ({means_of or len(curves)})")
     if not means_of:
         ax.fill_between(its, mean - se, mean + se, color=colour, alpha=0.2, linewidth=0)
-    if published is not None:
+    if published is not None and metric in published:
         ax.axhline(published[metric][0], color=colour, linestyle="--", linewidth=0.6, alpha=0.7)
