@@ -74,13 +74,15 @@ def graph_check(device: str) -> float:
     return max((a - b).abs().max().item() for a, b in zip(*ends, strict=True))
 
 
-def stream_check(device: str, updates: int = 600) -> dict:
+def stream_check(device: str, precision: str = "tf32", updates: int = 600) -> dict:
     """Whether two units would train faster side by side (a measurement for a later plan, not used
     by this one): ms an update of a GAN and a PacGAN2 batch (20 trials each, G's two EMAs, CUDA
     graphs), replayed one after the other on one stream, and interleaved on two streams, where
-    the GPU may run the two graphs' small kernels at once. Fixed inputs: timing only."""
+    the GPU may run the two graphs' small kernels at once. Fixed inputs: timing only. In the
+    run's precision (run_batch sets the same switch), so that its figures price the run's updates."""
     if device != "cuda":
         return {}
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     units = []
     for m in (1, 2):
         players = pb.initial_players(m, list(range(20)), device)
@@ -104,9 +106,9 @@ def stream_check(device: str, updates: int = 600) -> dict:
         return 1000 * (time.perf_counter() - started) / updates
 
     main, sides = torch.cuda.current_stream(), [torch.cuda.Stream(), torch.cuda.Stream()]
-    report = {"captured": [u.captured for u, _, _ in units], "one_stream_ms": timed([main, main]),
+    report = {"precision": precision, "captured": [u.captured for u, _, _ in units], "one_stream_ms": timed([main, main]),
               "two_streams_ms": timed(sides), "one_stream_again_ms": timed([main, main])}
-    print(f"streams: a GAN and a PacGAN2 update, one stream {report['one_stream_ms']:.3f} ms "
+    print(f"streams ({precision}): a GAN and a PacGAN2 update, one stream {report['one_stream_ms']:.3f} ms "
           f"(again {report['one_stream_again_ms']:.3f}), two streams {report['two_streams_ms']:.3f} ms", flush=True)
     return report
 
@@ -199,7 +201,7 @@ def checks(variants: list[tuple[int, str]], precision: str, device: str, fit: fl
           flush=True)
     if gpu:
         try:
-            report["streams"] = stream_check(device)
+            report["streams"] = stream_check(device, precision)
         except Exception as exc:  # a measurement for later: its failure must not cost the run
             report["streams"] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"streams: not measured ({report['streams']['error']})", flush=True)
