@@ -216,7 +216,8 @@ def test_a_failing_stream_measurement_does_not_cost_the_plan(monkeypatch, capsys
     a GPU its failure is recorded and the plan goes on; on a CPU it is not run."""
     assert pacgan_gpu.stream_check("cpu") == {}
 
-    def fail(device):
+    def fail(device, precision):
+        assert precision == "tf32"  # timed in the run's precision
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(pacgan_gpu, "stream_check", fail)
