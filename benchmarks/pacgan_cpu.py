@@ -117,7 +117,7 @@ def run(trials: list[tuple], args) -> dict[tuple, int]:
         except KeyboardInterrupt:
             print("Ctrl-C: the trials checkpoint and stop", flush=True)
             continue
-        for p, folder in procs.values():
+        for _, folder in procs.values():
             print(f"{folder.name}: {_last_progress(folder / 'run.log')}", flush=True)
     return {trial: p.returncode for trial, (p, _) in procs.items()}
 
