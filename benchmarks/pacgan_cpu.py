@@ -32,7 +32,7 @@ from pathlib import Path
 from gankit.theory import pacgan
 
 HERE = Path(__file__).resolve().parent
-LOSSES = {"ns": "non-saturating", "sat": "saturating", "non-saturating": "non-saturating", "saturating": "saturating"}
+LOSSES = {**{tag: g for g, tag in pacgan.LOSS_TAGS.items()}, **{g: g for g in pacgan.LOSS_TAGS}}  # ns, sat or in full
 STOPPED = 3  # gankit bench modes --stop-after: checkpointed, the same command continues
 
 
@@ -81,7 +81,7 @@ def plan(rows: list[tuple[str, int, str]], held: set, jobs: int, trials: int) ->
 def folder_of(trial: tuple[str, int, str, int], work: Path) -> Path:
     """work/pack1-sat-grid25-seed3: pacgan_merge.py --add-run's name for the trial's unit."""
     data, m, loss, seed = trial
-    return work / f"{pacgan.unit_name([m], [loss], [data])}-seed{seed}"
+    return work / pacgan.unit_name([m], [loss], [data], [seed])
 
 
 def command(trial: tuple[str, int, str, int], out: Path, args) -> list[str]:

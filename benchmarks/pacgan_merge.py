@@ -116,10 +116,8 @@ def add_run(run: Path, units: Path) -> list[str]:
 
 
 def run_name(trials: list[dict]) -> str:
-    seeds = sorted({r["seed"] for r in trials})
-    unit = pacgan.unit_name({r["pack"] for r in trials}, {r.get("g_loss", "non-saturating") for r in trials},
-                            {r["data"] for r in trials})
-    return f"{unit}-seed{seeds[0]}" if len(seeds) == 1 else f"{unit}-seeds{seeds[0]}-{seeds[-1]}"
+    return pacgan.unit_name({r["pack"] for r in trials}, {r.get("g_loss", "non-saturating") for r in trials},
+                            {r["data"] for r in trials}, {r["seed"] for r in trials})
 
 
 if __name__ == "__main__":

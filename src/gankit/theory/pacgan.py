@@ -401,14 +401,21 @@ def rows_of(results: list[dict]) -> tuple[list[str], list[tuple]]:
     return datasets, methods
 
 
-def unit_name(packs, losses, datasets) -> str:
-    """A run's rows as a folder name (benchmarks/pacgan_gpu.py's units, pacgan_merge.py --add-run):
-    "pack1-ring8-grid25" (PacGAN's loss), "pack2-sat-grid25", "pack1-ns-sat-ring8-grid25"."""
-    tags = {"non-saturating": "ns", "saturating": "sat"}
+LOSS_TAGS = {"non-saturating": "ns", "saturating": "sat"}  # unit names' (and pacgan_cpu.py --rows') short forms
+
+
+def unit_name(packs, losses, datasets, seeds=()) -> str:
+    """A run's rows as a folder name (benchmarks/pacgan_gpu.py's units, pacgan_merge.py --add-run,
+    pacgan_cpu.py's trials): "pack1-ring8-grid25" (PacGAN's loss), "pack2-sat-grid25",
+    "pack1-ns-sat-ring8-grid25"; with seeds, "pack1-sat-grid25-seed1" or "...-seeds0-9"."""
     losses = [g for g in G_LOSSES if g in set(losses)]
-    tag = "" if losses == ["non-saturating"] else "-" + "-".join(tags[g] for g in losses)
+    tag = "" if losses == ["non-saturating"] else "-" + "-".join(LOSS_TAGS[g] for g in losses)
     packs = "-".join(str(m) for m in sorted(set(packs)))
-    return f"pack{packs}{tag}-{'-'.join(d for d in DATASETS if d in set(datasets))}"
+    name = f"pack{packs}{tag}-{'-'.join(d for d in DATASETS if d in set(datasets))}"
+    seeds = sorted(set(seeds))
+    if not seeds:
+        return name
+    return f"{name}-seed{seeds[0]}" if len(seeds) == 1 else f"{name}-seeds{seeds[0]}-{seeds[-1]}"
 
 
 def choose_engine(engine: str, device: str) -> str:

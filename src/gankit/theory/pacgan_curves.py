@@ -67,12 +67,14 @@ class Watch:
         view). losses: update `it`'s (D loss, G loss), (T,) each, of the T trials; view v is trial
         v % T seen by one scorer (G or an EMA of G), and its score gets its trial's losses too."""
         scores = []
+        # [(D loss, G loss) of trial t], copied to the host once
+        trials = None if losses is None else list(zip(*(x.reshape(-1).tolist() for x in losses), strict=True))
         for v, (x, toy) in enumerate(zip(samples, self.toys, strict=True)):
             m = mode_metrics(x, toy)
             scores.append({k: float(m[k]) for k in METRICS})
-            if losses is not None:
-                t = v % losses[0].numel()
-                scores[-1].update(loss_d=float(losses[0].reshape(-1)[t]), loss_g=float(losses[1].reshape(-1)[t]))
+            if trials is not None:
+                loss_d, loss_g = trials[v % len(trials)]
+                scores[-1].update(loss_d=loss_d, loss_g=loss_g)
         print(self.line(it, scores), flush=True)
         return it, scores
 
