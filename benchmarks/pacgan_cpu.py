@@ -113,13 +113,24 @@ def run(trials: list[tuple], args) -> dict[tuple, int]:
     signal.signal(signal.SIGTERM, lambda *_: [p.send_signal(signal.SIGTERM) for p, _ in procs.values()])
     while any(p.poll() is None for p, _ in procs.values()):
         try:
-            time.sleep(args.every)
+            wait(procs, args.every)
         except KeyboardInterrupt:
             print("Ctrl-C: the trials checkpoint and stop", flush=True)
             continue
         for _, folder in procs.values():
             print(f"{folder.name}: {_last_progress(folder / 'run.log')}", flush=True)
     return {trial: p.returncode for trial, (p, _) in procs.items()}
+
+
+def wait(procs: dict, seconds: float) -> None:
+    """Sleep up to `seconds`, a second at a time, so that a stop (or the trials' end) is seen within
+    a second rather than at the end of a 5-minute --every."""
+    deadline = time.monotonic() + seconds
+    while any(p.poll() is None for p, _ in procs.values()):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(1.0, left))
 
 
 def _last_progress(log: Path) -> str:

@@ -301,9 +301,11 @@ def test_bench_modes_stop_after_exits_3_and_the_same_command_finishes(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["pack1-0.pt", "pack2-0.pt"]
     assert main(["bench", "modes", "--stop-after", "5", "--out", str(tmp_path / "q")]) == 1
     assert "--stop-after: for --protocol pacgan only" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="--stop-after must be a positive number of seconds, with the batched"):
+    with pytest.raises(ConfigError, match="--stop-after: for the batched engine only .* drop --engine loop"):
         pacgan.run(tmp_path, trials=1, packs=(1,), datasets=("ring8",), iterations=1, jobs=1, engine="loop",
                    stop_after=5)
+    with pytest.raises(ConfigError, match=r"--stop-after must be a positive number of seconds, got 0\.0$"):
+        pacgan.run(tmp_path, trials=1, packs=(1,), datasets=("ring8",), iterations=1, jobs=1, stop_after=0.0)
 
 
 # --- trials of different packs in one batch --------------------------------------------------------

@@ -57,3 +57,25 @@ def test_a_stopped_trial_is_continued_by_the_same_command_then_joins_the_table(t
     assert capsys.readouterr().out.startswith("pack1-sat-grid25-seed1: python -m gankit bench modes")
     assert _main(tmp_path, "--trials", "1") == 0
     assert "nothing to run" in capsys.readouterr().out
+
+
+class _Trial:
+    """A stand-in process that exits after `polls` polls."""
+
+    def __init__(self, polls):
+        self.polls = polls
+
+    def poll(self):
+        self.polls -= 1
+        return 0 if self.polls < 0 else None
+
+
+def test_the_wait_between_progress_lines_ends_when_the_trials_do(monkeypatch):
+    clock, naps = [0.0], []
+    monkeypatch.setattr(pacgan_cpu.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pacgan_cpu.time, "sleep", lambda s: (naps.append(s), clock.__setitem__(0, clock[0] + s)))
+    pacgan_cpu.wait({"a": (_Trial(2), None), "b": (_Trial(0), None)}, seconds=300)
+    assert naps == [1.0, 1.0]  # both exited by the third poll: not 300 s
+    naps.clear()
+    pacgan_cpu.wait({"a": (_Trial(10**6), None)}, seconds=2.5)
+    assert naps == [1.0, 1.0, 0.5]  # still running: back after --every, for the next progress line

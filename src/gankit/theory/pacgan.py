@@ -286,9 +286,11 @@ def run(out: str | Path, seed: int = 0, trials: int = SETUP["trials"], packs: tu
     engine = choose_engine(engine, dev)
     if precision == "tf32" and (engine == "loop" or dev != "cuda"):
         raise ConfigError("--precision tf32: for the batched engine on CUDA only (--engine batched --device cuda)")
-    if stop_after is not None and (engine == "loop" or stop_after <= 0):
-        raise ConfigError(f"--stop-after must be a positive number of seconds, with the batched engine; "
-                          f"got {stop_after} with the {engine} engine")
+    if stop_after is not None and engine == "loop":
+        raise ConfigError("--stop-after: for the batched engine only (the loop engine keeps no checkpoints); "
+                          "drop --engine loop")
+    if stop_after is not None and stop_after <= 0:
+        raise ConfigError(f"--stop-after must be a positive number of seconds, got {stop_after}")
     emas = f"; each also scored from G's EMAs of half-life {list(g_emas)}" if g_emas else ""
     say(log, f"gankit bench modes --protocol pacgan: {len(datasets) * len(variants) * trials} trials "
              f"({', '.join(datasets)}; packs {list(packs)}; G losses {list(dict.fromkeys(g_losses))}{emas}; "
