@@ -58,8 +58,11 @@ def test_an_emas_curve_has_its_trials_losses_and_the_figure_a_panel_for_ds(tmp_p
     curves.figure(tmp_path / "with.png", [g, average], ["grid25"], methods, pacgan.PUBLISHED)
     older = [{**r, "curve": [_scores(p) | {"iteration": p["iteration"]} for p in r["curve"]]} for r in (g, average)]
     curves.figure(tmp_path / "without.png", older, ["grid25"], methods, pacgan.PUBLISHED)
-    with Image.open(tmp_path / "with.png") as a, Image.open(tmp_path / "without.png") as b:
+    curves.figure(tmp_path / "mixed.png", [g, older[0]], ["grid25"], methods[:1], pacgan.PUBLISHED)
+    with Image.open(tmp_path / "with.png") as a, Image.open(tmp_path / "without.png") as b, \
+            Image.open(tmp_path / "mixed.png") as mixed:
         assert a.width > b.width * 1.2 and a.height == b.height  # a fourth panel, for runs that recorded it
+        assert mixed.size == a.size  # also when older trials of the row did not: D's loss from those that did
 
 
 def test_the_progress_line_counts_this_processs_updates_only(monkeypatch):

@@ -131,8 +131,8 @@ def figure(path, results: list[dict], datasets, methods, published: dict, means_
     method's one curve is already the mean of so many trials (a run's progress lines), no band."""
     trained = list(dict.fromkeys((m, g) for m, g, _ in methods))
     emas = list(dict.fromkeys(h for _, _, h in methods if h))
-    # D's loss as a panel of its own where every scoring recorded it (runs from before it did: none)
-    panels = METRICS + (("loss_d",) if all("loss_d" in p for r in results for p in r["curve"]) else ())
+    # D's loss as a panel of its own where some trial recorded it (runs from before it did: none)
+    panels = METRICS + (("loss_d",) if any("loss_d" in p for r in results for p in r["curve"]) else ())
     fig, axes = plots.figure(len(datasets), len(panels), width=3.6, height=2.8)
     for row, data in enumerate(datasets):
         for col, metric in enumerate(panels):
@@ -141,12 +141,14 @@ def figure(path, results: list[dict], datasets, methods, published: dict, means_
                 if metric == "loss_d" and h:  # an EMA of G is not trained: its trial's losses are G's
                     continue
                 mine = [r["curve"] for r in results if (r["data"], r["pack"], r["g_loss"], r["g_ema"]) == (data, m, g, h)]
+                if metric == "loss_d":  # only the trials that recorded it; the label's count says how many
+                    mine = [c for c in mine if all("loss_d" in p for p in c)]
                 style = EMA_STYLES[emas.index(h) % len(EMA_STYLES)] if h else "-"
                 colour = COLOURS[trained.index((m, g)) % len(COLOURS)]
                 _draw(ax, mine, metric, (colour, style), row_label(data, m, h, g),
                       None if h or g != "non-saturating" else published.get((data, m)), means_of)
-            if metric == "loss_d":  # -V(D, G): log 4 where D = 1/2 everywhere, as at the equilibrium
-                ax.axhline(math.log(4), color="grey", linestyle="--", linewidth=0.6)
+            if metric == "loss_d":
+                _mark_losses(ax)
             ax.set_title(f"{data}: {LABELS[metric]}", fontsize=8)
             ax.set_xlabel("updates", fontsize=7)
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
@@ -158,6 +160,17 @@ def figure(path, results: list[dict], datasets, methods, published: dict, means_
     fig.suptitle(f"mean over each row's trials (their number in brackets), {spread}; a colour per "
                  "pack and G loss; dotted: scored from an EMA of G; dashed: the published mean", fontsize=8)
     plots.save(fig, path)
+
+
+def _mark_losses(ax) -> None:
+    """D's loss panel: log 4 (-V(D, G) where D = 1/2 everywhere, as at the equilibrium), and a legend
+    of its own, since fewer trials than the others' may have recorded the loss."""
+    if ax.lines:
+        ax.legend(fontsize=6)
+    else:
+        ax.text(0.5, 0.25, "no trial here recorded D's loss", ha="center", va="center", fontsize=7,
+                transform=ax.transAxes)
+    ax.axhline(math.log(4), color="grey", linestyle="--", linewidth=0.6)
 
 
 def _draw(ax, curves: list[list[dict]], metric: str, look: tuple, label: str, published: dict | None,
