@@ -2,20 +2,21 @@
 missing trial of a row at the published length, and each finished trial joins
 docs/theory/pacgan-cpu/, where the table of every trial so far is kept.
 
-    python benchmarks/pacgan_cpu.py --stop-after 6000                    # GAN, both G losses, grid
-    python benchmarks/pacgan_cpu.py --rows grid25:2:ns --jobs 1          # PacGAN2's next trial
+    python benchmarks/pacgan_cpu.py --stop-after 9000                    # GAN, both G losses, grid
+    python benchmarks/pacgan_cpu.py --rows grid25:2:ns --jobs 1          # PacGAN2's next trials
 
 Why: one trial is 400,000 updates, 13-17 ms each on one core of the 2-core machine (1.5-2 h), and
 a row is 10 trials; a GPU session, which would run a row in minutes, is lent to few sessions. So
-a CPU session adds a trial per core, and the rows fill in over sessions.
+a CPU session adds a trial or two per core, and the rows fill in over sessions.
 
 A row is DATA:M:LOSS (ring8 or grid25; M = 1 for the GAN, 2-4 for PacGANM; ns or sat for the G
-loss). Its next trial is the lowest seed it does not yet hold in --units; with more --jobs than
-rows, a row takes several seeds. Each trial is `gankit bench modes --protocol pacgan --seed S
---trials 1` in --work/NAME (scored every 5,000 updates from G and two EMAs of G), with its own
-log; one stopped by --stop-after or Ctrl-C keeps its checkpoint, and the same command continues
-it (exit status 3). A finished trial is added with `pacgan_merge.py --add-run`, which rewrites
-the table (table.txt, results.json, curves.png in --units).
+loss). Each trial goes to the row holding the fewest (held in --units or running), as that row's
+lowest seed not held. Each trial is `gankit bench modes --protocol pacgan --seed S --trials 1` in
+--work/NAME (scored every 5,000 updates from G and two EMAs of G), with its own log. A trial that
+finishes is added at once with `pacgan_merge.py --add-run`, which rewrites the table (table.txt,
+results.json, curves.png in --units), and its core takes the next missing trial while a minute
+or more of --stop-after is left. At --stop-after (the whole command's seconds) or on Ctrl-C the
+trials checkpoint and stop, and the same command continues them (exit status 3).
 """
 
 from __future__ import annotations
@@ -62,19 +63,18 @@ def seeds_held(units: Path, iterations: int) -> set[tuple[str, int, str, int]]:
 
 
 def plan(rows: list[tuple[str, int, str]], held: set, jobs: int, trials: int) -> list[tuple[str, int, str, int]]:
-    """Up to `jobs` trials (data, M, G loss, seed): the rows in turn, each its lowest seeds not held,
-    until a row has `trials`."""
+    """Up to `jobs` trials (data, M, G loss, seed), one at a time to the row holding the fewest
+    (the earlier row on a tie), each its lowest seed not held, until every row has `trials`."""
     taken, chosen = set(held), []
     while len(chosen) < jobs:
-        before = len(chosen)
-        for data, m, loss in rows:
-            seeds = [s for d, mm, g, s in taken if (d, mm, g) == (data, m, loss)]
-            if len(chosen) < jobs and len(seeds) < trials:
-                seed = next(s for s in range(len(seeds) + 1) if s not in seeds)
-                taken.add((data, m, loss, seed))
-                chosen.append((data, m, loss, seed))
-        if len(chosen) == before:
+        counts = {row: sum(1 for t in taken if t[:3] == row) for row in rows}
+        open_rows = [row for row in rows if counts[row] < trials]
+        if not open_rows:
             break
+        row = min(open_rows, key=counts.get)  # min keeps the first of equals: the rows' order
+        seed = next(s for s in range(counts[row] + 1) if (*row, s) not in taken)
+        taken.add((*row, seed))
+        chosen.append((*row, seed))
     return chosen
 
 
@@ -84,49 +84,100 @@ def folder_of(trial: tuple[str, int, str, int], work: Path) -> Path:
     return work / pacgan.unit_name([m], [loss], [data], [seed])
 
 
-def command(trial: tuple[str, int, str, int], out: Path, args) -> list[str]:
+def command(trial: tuple[str, int, str, int], out: Path, args, seconds: float) -> list[str]:
     data, m, loss, seed = trial
     return [sys.executable, "-m", "gankit", "bench", "modes", "--protocol", "pacgan", "--datasets", data,
             "--packs", str(m), "--g-loss", loss, "--seed", str(seed), "--trials", "1",
             "--iterations", str(args.iterations), "--score-every", str(args.score_every),
-            "--g-ema", "10000,100000", "--jobs", "1", "--device", "cpu", "--stop-after", str(args.stop_after),
+            "--g-ema", "10000,100000", "--jobs", "1", "--device", "cpu", "--stop-after", f"{seconds:g}",
             "--out", str(out)]
 
 
-def describe(trial: tuple[str, int, str, int], args) -> str:
+def describe(trial: tuple[str, int, str, int], args, seconds: float) -> str:
     folder = folder_of(trial, args.work)
-    return f"{folder.name}: python {' '.join(command(trial, folder / 'out', args)[1:])}"
+    return f"{folder.name}: python {' '.join(command(trial, folder / 'out', args, seconds)[1:])}"
 
 
-def run(trials: list[tuple], args) -> dict[tuple, int]:
-    """Each trial in its own process on one thread; their last progress line every --every s.
-    Ctrl-C reaches the trials from the terminal; a SIGTERM is passed on. Either way each trial
-    checkpoints at its next update and stops (exit status 130 or 143), and this waits for them."""
-    procs = {}
-    for trial in trials:
-        folder = folder_of(trial, args.work)
+class Pool:
+    """The trials running, a core each, until --stop-after's deadline: a core whose trial ends
+    (its trial added to --units at once) takes the next missing trial while at least MIN_START
+    seconds are left, so neither core idles while the other finishes."""
+
+    MIN_START = 60  # a trial started with less would stop before it got anywhere
+
+    def __init__(self, rows: list[tuple], args):
+        self.rows, self.args = rows, args
+        self.deadline = time.monotonic() + args.stop_after
+        self.running: dict[tuple, tuple[subprocess.Popen, Path]] = {}
+        self.outcomes: dict[tuple, str] = {}  # added, stopped or failed: none of them is planned again
+        self.stopping = False
+
+    def next_trial(self) -> tuple | None:
+        taken = seeds_held(self.args.units, self.args.iterations) | set(self.running) | set(self.outcomes)
+        trials = plan(self.rows, taken, 1, self.args.trials)
+        return trials[0] if trials else None
+
+    def fill(self) -> None:
+        while not self.stopping and len(self.running) < self.args.jobs:
+            seconds = max(self.deadline - time.monotonic(), 0.001)
+            late = seconds < self.MIN_START and self.outcomes  # the first trials start whatever the time
+            trial = None if late else self.next_trial()
+            if trial is None:
+                return
+            self.start(trial, seconds)
+
+    def start(self, trial: tuple, seconds: float) -> None:
+        folder = folder_of(trial, self.args.work)
         folder.mkdir(parents=True, exist_ok=True)
         log = (folder / "run.log").open("a")
-        print(f"{describe(trial, args)}\n  log: {folder / 'run.log'}", flush=True)
-        procs[trial] = (subprocess.Popen(command(trial, folder / "out", args), stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "OMP_NUM_THREADS": "1"}), folder)
-    signal.signal(signal.SIGTERM, lambda *_: [p.send_signal(signal.SIGTERM) for p, _ in procs.values()])
-    while any(p.poll() is None for p, _ in procs.values()):
+        print(f"{describe(trial, self.args, seconds)}\n  log: {folder / 'run.log'}", flush=True)
+        process = subprocess.Popen(command(trial, folder / "out", self.args, seconds), stdout=log,
+                                   stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        self.running[trial] = (process, folder)
+
+    def reap(self) -> None:
+        """Each trial that has exited: added to --units (exit 0), or said to be stopped or failed."""
+        for trial, (process, _) in list(self.running.items()):
+            if process.poll() is not None:
+                del self.running[trial]
+                self.outcomes[trial] = finish(trial, process.returncode, self.args)
+
+    def stop(self, *_) -> None:
+        """SIGTERM: passed on to the trials, which checkpoint at their next update; none is started."""
+        self.stopping = True
+        for process, _ in self.running.values():
+            process.send_signal(signal.SIGTERM)
+
+    def progress(self) -> None:
+        for _, folder in self.running.values():
+            print(f"{folder.name}: {_last_progress(folder / 'run.log')}", flush=True)
+
+
+def run(rows: list[tuple], args) -> dict[tuple, str]:
+    """The pool's trials to the deadline, with their last progress line every --every s. Ctrl-C
+    reaches the trials from the terminal; a SIGTERM is passed on. Either way each trial
+    checkpoints at its next update and stops (exit status 130 or 143), and this waits for them."""
+    pool = Pool(rows, args)
+    signal.signal(signal.SIGTERM, pool.stop)
+    pool.fill()
+    while pool.running:
         try:
-            wait(procs, args.every)
+            wait(pool.running, args.every)
         except KeyboardInterrupt:
             print("Ctrl-C: the trials checkpoint and stop", flush=True)
+            pool.stopping = True
             continue
-        for _, folder in procs.values():
-            print(f"{folder.name}: {_last_progress(folder / 'run.log')}", flush=True)
-    return {trial: p.returncode for trial, (p, _) in procs.items()}
+        pool.reap()
+        pool.fill()
+        pool.progress()
+    return pool.outcomes
 
 
 def wait(procs: dict, seconds: float) -> None:
-    """Sleep up to `seconds`, a second at a time, so that a stop (or the trials' end) is seen within
-    a second rather than at the end of a 5-minute --every."""
+    """Sleep up to `seconds`, a second at a time, until one of the trials exits, so that a freed
+    core (or a stop) is seen within a second rather than at the end of a 5-minute --every."""
     deadline = time.monotonic() + seconds
-    while any(p.poll() is None for p, _ in procs.values()):
+    while all(p.poll() is None for p, _ in procs.values()):
         left = deadline - time.monotonic()
         if left <= 0:
             return
@@ -143,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="grid25:1:ns,grid25:1:sat", help="comma-separated DATA:M:LOSS (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="trials at once, one core each (default: the CPU count)")
     parser.add_argument("--trials", type=int, default=10, help="a row is full at this many trials (default: 10, as published)")
-    parser.add_argument("--stop-after", type=float, default=6000, help="seconds before the trials checkpoint and stop (default: %(default)s)")
+    parser.add_argument("--stop-after", type=float, default=6000, help="the command's seconds: then its trials checkpoint and stop, and a freed core starts "
+                        "none with under a minute left (default: %(default)s)")
     parser.add_argument("--units", type=Path, default=Path("docs/theory/pacgan-cpu"), help="finished trials (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=Path("build/pacgan-cpu"), help="the trials' runs (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=pacgan.ITERATIONS, help="updates a trial (default: the published %(default)s)")
@@ -160,30 +212,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"every row in --rows has {args.trials} trials in {args.units}: nothing to run")
         return 0
     if args.dry_run:
-        print("\n".join(describe(trial, args) for trial in trials))
+        print("\n".join(describe(trial, args, args.stop_after) for trial in trials))
         return 0
-    codes = run(trials, args)
-    return _collect(codes, args)
-
-
-def _collect(codes: dict[tuple, int], args) -> int:
-    """Add the finished trials to --units and say what stopped or failed: 0 all added, 3 some
-    stopped with their checkpoints (the same command continues), 1 something failed."""
-    outcomes = set()
-    for trial, code in codes.items():
-        folder = folder_of(trial, args.work)
-        if code == 0:
-            merge = [sys.executable, str(HERE / "pacgan_merge.py"), "--units", str(args.units), "--add-run", str(folder / "out")]
-            added = subprocess.run(merge, capture_output=True, text=True)
-            print(added.stdout.splitlines()[0] if added.returncode == 0 else added.stderr.strip(), flush=True)
-            outcomes.add("added" if added.returncode == 0 else "failed")
-        elif code in (STOPPED, 130, 143):
-            print(f"{folder.name}: stopped (exit status {code}); the same command continues it from its last checkpoint", flush=True)
-            outcomes.add("stopped")
-        else:
-            print(f"{folder.name}: failed (exit status {code}); see {folder / 'run.log'}", file=sys.stderr, flush=True)
-            outcomes.add("failed")
+    args.jobs = max(1, args.jobs)
+    outcomes = set(run(rows, args).values())
     return 1 if "failed" in outcomes else STOPPED if "stopped" in outcomes else 0
+
+
+def finish(trial: tuple, code: int, args) -> str:
+    """A trial's exit: added to --units (0), stopped with its checkpoint (3, 130, 143: the same
+    command continues it) or failed; returns which."""
+    folder = folder_of(trial, args.work)
+    if code == 0:
+        merge = [sys.executable, str(HERE / "pacgan_merge.py"), "--units", str(args.units), "--add-run", str(folder / "out")]
+        added = subprocess.run(merge, capture_output=True, text=True)
+        print(added.stdout.splitlines()[0] if added.returncode == 0 else added.stderr.strip(), flush=True)
+        return "added" if added.returncode == 0 else "failed"
+    if code in (STOPPED, 130, 143):
+        print(f"{folder.name}: stopped (exit status {code}); the same command continues it from its last checkpoint", flush=True)
+        return "stopped"
+    print(f"{folder.name}: failed (exit status {code}); see {folder / 'run.log'}", file=sys.stderr, flush=True)
+    return "failed"
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 its lowest seed not yet held; a finished trial joins the units and the table; a stopped one is
 continued by the same command and added then."""
 
+import argparse
 import importlib.util
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -24,13 +26,14 @@ def test_rows_are_read_and_a_bad_one_is_named():
             pacgan_cpu.parse_rows(bad)
 
 
-def test_each_row_takes_its_lowest_seeds_not_held_until_it_is_full():
+def test_each_trial_goes_to_the_row_with_fewest_its_lowest_seed_not_held_until_the_rows_are_full():
     held = {("grid25", 1, NS, 0), ("grid25", 1, NS, 2), ("grid25", 1, SAT, 0), ("ring8", 1, NS, 1)}
-    assert pacgan_cpu.plan(ROWS, held, jobs=2, trials=10) == [("grid25", 1, NS, 1), ("grid25", 1, SAT, 1)]
-    assert pacgan_cpu.plan(ROWS, held, jobs=3, trials=10) == [("grid25", 1, NS, 1), ("grid25", 1, SAT, 1),
-                                                               ("grid25", 1, NS, 3)]
+    # the saturating row holds 1 trial, the GAN row 2: the saturating row first, then the rows in turn
+    assert pacgan_cpu.plan(ROWS, held, jobs=2, trials=10) == [("grid25", 1, SAT, 1), ("grid25", 1, NS, 1)]
+    assert pacgan_cpu.plan(ROWS, held, jobs=4, trials=10) == [("grid25", 1, SAT, 1), ("grid25", 1, NS, 1),
+                                                               ("grid25", 1, SAT, 2), ("grid25", 1, NS, 3)]
     # the GAN row is full at 3 trials: only the saturating row runs, and only to 3
-    assert pacgan_cpu.plan(ROWS, held, jobs=4, trials=3) == [("grid25", 1, NS, 1), ("grid25", 1, SAT, 1),
+    assert pacgan_cpu.plan(ROWS, held, jobs=4, trials=3) == [("grid25", 1, SAT, 1), ("grid25", 1, NS, 1),
                                                               ("grid25", 1, SAT, 2)]
     assert pacgan_cpu.plan(ROWS, held | {("grid25", 1, NS, 1), ("grid25", 1, SAT, 1), ("grid25", 1, SAT, 2)},
                            jobs=2, trials=3) == []
@@ -48,7 +51,7 @@ def test_a_stopped_trial_is_continued_by_the_same_command_then_joins_the_table(t
     log = (tmp_path / "work" / "pack1-sat-grid25-seed0" / "run.log").read_text()
     assert "before its first checkpoint: the same command starts from the beginning" in log  # 1 ms: no update ran
     assert not (tmp_path / "units").exists()
-    assert _main(tmp_path) == 0
+    assert _main(tmp_path, "--trials", "1") == 0  # the row is full once seed 0 joins: no next trial
     assert "added pack1-sat-grid25-seed0" in capsys.readouterr().out
     record = json.loads((tmp_path / "units" / "pack1-sat-grid25-seed0" / "results.json").read_text())
     assert {(r["g_loss"], r["seed"], r["iterations"]) for r in record["trial_results"]} == {(SAT, 0, 4)}
@@ -70,12 +73,49 @@ class _Trial:
         return 0 if self.polls < 0 else None
 
 
-def test_the_wait_between_progress_lines_ends_when_the_trials_do(monkeypatch):
+def test_the_wait_between_progress_lines_ends_when_a_trial_does(monkeypatch):
     clock, naps = [0.0], []
     monkeypatch.setattr(pacgan_cpu.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(pacgan_cpu.time, "sleep", lambda s: (naps.append(s), clock.__setitem__(0, clock[0] + s)))
-    pacgan_cpu.wait({"a": (_Trial(2), None), "b": (_Trial(0), None)}, seconds=300)
-    assert naps == [1.0, 1.0]  # both exited by the third poll: not 300 s
+    pacgan_cpu.wait({"a": (_Trial(5), None), "b": (_Trial(2), None)}, seconds=300)
+    assert naps == [1.0, 1.0]  # b exited at its third poll, a still runs: its core is free, not 300 s later
     naps.clear()
     pacgan_cpu.wait({"a": (_Trial(10**6), None)}, seconds=2.5)
     assert naps == [1.0, 1.0, 0.5]  # still running: back after --every, for the next progress line
+
+
+def test_a_core_whose_trial_ends_takes_the_next_missing_one_and_each_joins_the_table_at_once(tmp_path, capsys,
+                                                                                             monkeypatch):
+    monkeypatch.setattr(pacgan_cpu.Pool, "MIN_START", 10**9)  # too little time left for a second trial
+    assert _main(tmp_path, "--trials", "2") == 0
+    out = capsys.readouterr().out
+    assert "added pack1-sat-grid25-seed0" in out and "seed1" not in out
+    monkeypatch.setattr(pacgan_cpu.Pool, "MIN_START", 0)
+    (tmp_path / "units" / "pack1-sat-grid25-seed0").rename(tmp_path / "seed0")  # seed 0 to train again
+    assert _main(tmp_path, "--trials", "2") == 0
+    out = capsys.readouterr().out
+    # one core: seed 0 (continued from its final checkpoint) is added before seed 1 starts, then seed 1
+    assert out.index("added pack1-sat-grid25-seed0") < out.index("pack1-sat-grid25-seed1: python") \
+        < out.index("added pack1-sat-grid25-seed1")
+    assert pacgan_cpu.seeds_held(tmp_path / "units", 4) == {("grid25", 1, SAT, 0), ("grid25", 1, SAT, 1)}
+
+
+class _Signalled:
+    def __init__(self):
+        self.signals = []
+
+    def send_signal(self, sig):
+        self.signals.append(sig)
+
+
+def test_a_running_trial_is_not_planned_again_and_after_a_sigterm_no_trial_starts(tmp_path):
+    args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=2, work=tmp_path)
+    pool = pacgan_cpu.Pool(ROWS, args)
+    trial = _Signalled()
+    pool.running[("grid25", 1, NS, 0)] = (trial, tmp_path)
+    assert pool.next_trial() == ("grid25", 1, SAT, 0)
+    pool.outcomes[("grid25", 1, SAT, 0)] = "failed"  # not retried by the same run: each row has one
+    assert pool.next_trial() == ("grid25", 1, NS, 1)
+    pool.stop()
+    pool.fill()  # would start a trial on the free core, were it not stopping
+    assert trial.signals == [signal.SIGTERM] and list(pool.running) == [("grid25", 1, NS, 0)]
