@@ -115,6 +115,23 @@ def test_trials_of_other_seeds_join_their_row_and_each_row_says_how_many_it_hold
     assert "over 2 trials" in pacgan.table(two) and "gankit, 2 trials" not in pacgan.table(two)
 
 
+def test_a_saturating_row_is_paired_with_the_non_saturating_trials_of_its_seeds(tmp_path):
+    # the non-saturating row holds seeds 7 and 8, the saturating one 8 and 9: seed 8 is the one pair
+    ns = _run(tmp_path, "ns", (1,), ("grid25",))
+    sat = pacgan.run(tmp_path / "sat", seed=8, trials=2, packs=(1,), datasets=("grid25",), iterations=4, jobs=1,
+                     score_every=2, engine="batched", g_emas=(300.0,), g_losses=(SAT,))
+    merged = pacgan.merge([ns, sat], ["ns", "sat"])
+    by = {(r["g_loss"], r["seed"]): r for r in merged["trial_results"] if r["g_ema"] == 0.0}
+    row = next(r for r in merged["rows"] if (r["g_loss"], r["g_ema"]) == (SAT, 0.0))
+    assert row["seeds"] == [8, 9] and row["minus_non_saturating"]["seeds"] == [8]
+    for k in pacgan.METRICS:
+        assert row["minus_non_saturating"][k]["values"] == [by[(SAT, 8)][k] - by[(NS, 8)][k]]
+    assert all("minus_non_saturating" not in r for r in merged["rows"] if r is not row)  # not G's, not an EMA's
+    assert "    minus non-saturating, same seeds (1) " in pacgan.table(merged)
+    assert "minus_non_saturating" not in next(r for r in sat["rows"] if r["g_ema"] == 0.0)  # no pair, no line
+    assert "minus non-saturating" not in pacgan.table(sat)
+
+
 def test_the_merge_script_writes_the_table_of_the_unit_folders(tmp_path, capsys):
     for name, packs in (("pack1-ring8-grid25", (1,)), ("pack2-ring8-grid25", (2,))):
         _run(tmp_path / "units", name, packs)

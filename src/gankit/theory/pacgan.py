@@ -360,8 +360,23 @@ def _rows(results: list[dict], datasets, methods) -> list[dict]:
         if h:
             plain = {r["seed"]: r for r in results if (r["data"], r["pack"], r["g_loss"], r["g_ema"]) == (data, m, g, 0.0)}
             row["paired"] = {k: summary([float(r[k]) - float(plain[r["seed"]][k]) for r in runs]) for k in METRICS}
+        elif g == "saturating":
+            row.update(_minus_non_saturating(runs, results))
         rows.append(row)
     return rows
+
+
+def _minus_non_saturating(runs: list[dict], results: list[dict]) -> dict:
+    """A saturating row's trials minus the non-saturating trials of the same seed (the same initial
+    weights and data: the loss is the only difference), over the seeds both hold; {} if none."""
+    data, m = runs[0]["data"], runs[0]["pack"]
+    other = {r["seed"]: r for r in results
+             if (r["data"], r["pack"], r["g_loss"], r["g_ema"]) == (data, m, "non-saturating", 0.0)}
+    pairs = [(r, other[r["seed"]]) for r in runs if r["seed"] in other]
+    if not pairs:
+        return {}
+    return {"minus_non_saturating": {"seeds": [r["seed"] for r, _ in pairs],
+                                     **{k: summary([float(r[k]) - float(o[k]) for r, o in pairs]) for k in METRICS}}}
 
 
 def merge(records: list[dict], sources: list[str]) -> dict:
@@ -547,8 +562,17 @@ def table(record: dict) -> str:
                 diff = [_pm(r["paired"][k]["mean"], None if one else r["paired"][k]["se"], places[k], signed=True)
                         for k in METRICS]
                 lines.append(f"  {'  minus G, same trials':<{width}}" + "".join(c.rjust(w) for c, w in zip(diff, (18, 20, 18), strict=True)))
+            if r.get("minus_non_saturating"):
+                lines.append(_minus_line(r["minus_non_saturating"], places, width))
     lines.append("ok / NO: our mean +- se overlaps / misses the published mean +- se (-: ours is infinite)")
     return "\n".join(lines)
+
+
+def _minus_line(paired: dict, places: dict, width: int) -> str:
+    n = len(paired["seeds"])
+    cells = [_pm(paired[k]["mean"], None if n == 1 else paired[k]["se"], places[k], signed=True) for k in METRICS]
+    label = f"  minus non-saturating, same seeds ({n})"
+    return f"  {label:<{width}}" + "".join(c.rjust(w) for c, w in zip(cells, (18, 20, 18), strict=True))
 
 
 def _count(n: int, noun: str) -> str:
