@@ -101,7 +101,8 @@ def describe(trial: tuple[str, int, str, int], args, seconds: float) -> str:
 class Pool:
     """The trials running, a core each, until --stop-after's deadline: a core whose trial ends
     (its trial added to --units at once) takes the next missing trial while at least MIN_START
-    seconds are left, so neither core idles while the other finishes."""
+    seconds are left, so neither core idles while the other finishes. After a SIGTERM or Ctrl-C, or
+    once a trial has failed, no trial is started."""
 
     MIN_START = 60  # a trial started with less would stop before it got anywhere
 
@@ -141,6 +142,8 @@ class Pool:
             if process.poll() is not None:
                 del self.running[trial]
                 self.outcomes[trial] = finish(trial, process.returncode, self.args)
+                # a failure (a broken install, a full disk) would fail the next trial too: start none
+                self.stopping |= self.outcomes[trial] == "failed"
 
     def stop(self, *_) -> None:
         """SIGTERM: passed on to the trials, which checkpoint at their next update; none is started."""

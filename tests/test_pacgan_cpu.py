@@ -101,11 +101,14 @@ def test_a_core_whose_trial_ends_takes_the_next_missing_one_and_each_joins_the_t
 
 
 class _Signalled:
-    def __init__(self):
-        self.signals = []
+    def __init__(self, returncode=None):
+        self.signals, self.returncode = [], returncode
 
     def send_signal(self, sig):
         self.signals.append(sig)
+
+    def poll(self):
+        return self.returncode
 
 
 def test_a_running_trial_is_not_planned_again_and_after_a_sigterm_no_trial_starts(tmp_path):
@@ -119,3 +122,15 @@ def test_a_running_trial_is_not_planned_again_and_after_a_sigterm_no_trial_start
     pool.stop()
     pool.fill()  # would start a trial on the free core, were it not stopping
     assert trial.signals == [signal.SIGTERM] and list(pool.running) == [("grid25", 1, NS, 0)]
+
+
+def test_after_a_trial_fails_no_trial_starts(tmp_path, capsys):
+    args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=2, work=tmp_path)
+    pool = pacgan_cpu.Pool(ROWS, args)
+    pool.running = {("grid25", 1, NS, 0): (_Signalled(returncode=1), tmp_path),
+                    ("grid25", 1, SAT, 0): (_Signalled(), tmp_path)}
+    pool.reap()
+    assert pool.outcomes == {("grid25", 1, NS, 0): "failed"} and list(pool.running) == [("grid25", 1, SAT, 0)]
+    assert "pack1-grid25-seed0: failed (exit status 1); see" in capsys.readouterr().err
+    pool.fill()  # a core is free, but the next trial would most likely fail the same way
+    assert list(pool.running) == [("grid25", 1, SAT, 0)]
