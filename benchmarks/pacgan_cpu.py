@@ -187,6 +187,12 @@ def wait(procs: dict, seconds: float) -> None:
         time.sleep(min(1.0, left))
 
 
+def _so_far(trial: tuple, args) -> str:
+    """Where an earlier, stopped run of the trial got to (its log's last progress line), if any."""
+    log = folder_of(trial, args.work) / "run.log"
+    return f"\n  so far: {_last_progress(log)}" if log.exists() else ""
+
+
 def _last_progress(log: Path) -> str:
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if ": update " in line]
     return lines[-1] if lines else "starting"
@@ -204,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=pacgan.ITERATIONS, help="updates a trial (default: the published %(default)s)")
     parser.add_argument("--score-every", type=int, default=5000, help="updates between scorings (default: %(default)s)")
     parser.add_argument("--every", type=float, default=300, help="seconds between progress lines (default: %(default)s)")
-    parser.add_argument("--dry-run", action="store_true", help="print the trials' commands and stop")
+    parser.add_argument("--dry-run", action="store_true", help="print the trials' commands, and how far any earlier run of each got, and stop")
     args = parser.parse_args(argv)
     try:
         rows = parse_rows(args.rows)
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"every row in --rows has {args.trials} trials in {args.units}: nothing to run")
         return 0
     if args.dry_run:
-        print("\n".join(describe(trial, args, args.stop_after) for trial in trials))
+        print("\n".join(describe(trial, args, args.stop_after) + _so_far(trial, args) for trial in trials))
         return 0
     args.jobs = max(1, args.jobs)
     outcomes = set(run(rows, args).values())

@@ -51,6 +51,9 @@ def test_a_stopped_trial_is_continued_by_the_same_command_then_joins_the_table(t
     log = (tmp_path / "work" / "pack1-sat-grid25-seed0" / "run.log").read_text()
     assert "before its first checkpoint: the same command starts from the beginning" in log  # 1 ms: no update ran
     assert not (tmp_path / "units").exists()
+    assert _main(tmp_path, "--dry-run") == 0  # what the same command would continue, and from where
+    out = capsys.readouterr().out
+    assert out.startswith("pack1-sat-grid25-seed0: python -m gankit") and out.endswith("\n  so far: starting\n")
     assert _main(tmp_path, "--trials", "1") == 0  # the row is full once seed 0 joins: no next trial
     assert "added pack1-sat-grid25-seed0" in capsys.readouterr().out
     record = json.loads((tmp_path / "units" / "pack1-sat-grid25-seed0" / "results.json").read_text())
