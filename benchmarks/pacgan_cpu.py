@@ -216,14 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = parse_rows(args.rows)
     except ValueError as e:
         parser.error(str(e))
-    trials = plan(rows, seeds_held(args.units, args.iterations), max(1, args.jobs), args.trials)
+    args.jobs = max(1, args.jobs)
+    trials = plan(rows, seeds_held(args.units, args.iterations), args.jobs, args.trials)
     if not trials:
         print(f"every row in --rows has {args.trials} trials in {args.units}: nothing to run")
         return 0
     if args.dry_run:
         print("\n".join(describe(trial, args, args.stop_after) + _so_far(trial, args) for trial in trials))
         return 0
-    args.jobs = max(1, args.jobs)
     outcomes = set(run(rows, args).values())
     return 1 if "failed" in outcomes else STOPPED if "stopped" in outcomes else 0
 

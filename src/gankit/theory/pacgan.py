@@ -367,8 +367,8 @@ def _rows(results: list[dict], datasets, methods) -> list[dict]:
 
 
 def _minus_non_saturating(runs: list[dict], results: list[dict]) -> dict:
-    """A saturating row's trials minus the non-saturating trials of the same seed (the same initial
-    weights and data: the loss is the only difference), over the seeds both hold; {} if none."""
+    """A saturating row's trials minus the non-saturating trials of the same seed (a seed fixes the
+    initial weights), over the seeds both hold; {} if none."""
     data, m = runs[0]["data"], runs[0]["pack"]
     other = {r["seed"]: r for r in results
              if (r["data"], r["pack"], r["g_loss"], r["g_ema"]) == (data, m, "non-saturating", 0.0)}
@@ -559,19 +559,18 @@ def table(record: dict) -> str:
                        for k in METRICS]
                 lines.append(f"  {label + ' PacGAN Table 1':<{width}}" + "".join(c.rjust(w) for c, w in zip(pub, (18, 20, 18), strict=True)))
             if r.get("paired"):
-                diff = [_pm(r["paired"][k]["mean"], None if one else r["paired"][k]["se"], places[k], signed=True)
-                        for k in METRICS]
-                lines.append(f"  {'  minus G, same trials':<{width}}" + "".join(c.rjust(w) for c, w in zip(diff, (18, 20, 18), strict=True)))
+                lines.append(_difference_line("  minus G, same trials", r["paired"], one, places, width))
             if r.get("minus_non_saturating"):
-                lines.append(_minus_line(r["minus_non_saturating"], places, width))
+                n = len(r["minus_non_saturating"]["seeds"])
+                lines.append(_difference_line(f"  minus non-saturating, same seeds ({n})", r["minus_non_saturating"],
+                                              n == 1, places, width))
     lines.append("ok / NO: our mean +- se overlaps / misses the published mean +- se (-: ours is infinite)")
     return "\n".join(lines)
 
 
-def _minus_line(paired: dict, places: dict, width: int) -> str:
-    n = len(paired["seeds"])
-    cells = [_pm(paired[k]["mean"], None if n == 1 else paired[k]["se"], places[k], signed=True) for k in METRICS]
-    label = f"  minus non-saturating, same seeds ({n})"
+def _difference_line(label: str, paired: dict, one: bool, places: dict, width: int) -> str:
+    """A paired difference under its row: mean +- se of the per-trial differences (one pair: no se)."""
+    cells = [_pm(paired[k]["mean"], None if one else paired[k]["se"], places[k], signed=True) for k in METRICS]
     return f"  {label:<{width}}" + "".join(c.rjust(w) for c, w in zip(cells, (18, 20, 18), strict=True))
 
 
