@@ -16,7 +16,9 @@ lowest seed not held. Each trial is `gankit bench modes --protocol pacgan --seed
 finishes is added at once with `pacgan_merge.py --add-run`, which rewrites the table (table.txt,
 results.json, curves.png in --units), and its core takes the next missing trial while a minute
 or more of --stop-after is left. At --stop-after (the whole command's seconds) or on Ctrl-C the
-trials checkpoint and stop, and the same command continues them (exit status 3).
+trials checkpoint and stop, and the same command continues them (exit status 3). A SIGUSR1
+(`kill -USR1 PID`) lets the running trials finish and be added but starts no more: the way to
+hand the cores to other rows without stopping a trial near its end.
 """
 
 from __future__ import annotations
@@ -151,6 +153,11 @@ class Pool:
         for process, _ in self.running.values():
             process.send_signal(signal.SIGTERM)
 
+    def drain(self, *_) -> None:
+        """SIGUSR1: the running trials go on to their end or the deadline; none is started."""
+        self.stopping = True
+        print("SIGUSR1: the running trials finish and are added; no trial is started", flush=True)
+
     def progress(self) -> None:
         for _, folder in self.running.values():
             print(f"{folder.name}: {_last_progress(folder / 'run.log')}", flush=True)
@@ -162,6 +169,7 @@ def run(rows: list[tuple], args) -> dict[tuple, str]:
     checkpoints at its next update and stops (exit status 130 or 143), and this waits for them."""
     pool = Pool(rows, args)
     signal.signal(signal.SIGTERM, pool.stop)
+    signal.signal(signal.SIGUSR1, pool.drain)
     pool.fill()
     while pool.running:
         try:

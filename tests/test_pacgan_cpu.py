@@ -127,6 +127,21 @@ def test_a_running_trial_is_not_planned_again_and_after_a_sigterm_no_trial_start
     assert trial.signals == [signal.SIGTERM] and list(pool.running) == [("grid25", 1, NS, 0)]
 
 
+def test_after_a_sigusr1_the_running_trials_go_on_and_no_trial_starts(tmp_path, capsys, monkeypatch):
+    args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=2, work=tmp_path)
+    pool = pacgan_cpu.Pool(ROWS, args)
+    trial = _Signalled()
+    pool.running[("grid25", 1, NS, 0)] = (trial, tmp_path)
+    pool.drain()
+    pool.fill()  # a core is free and SAT's seed 0 is missing, but the pool is draining
+    assert trial.signals == [] and list(pool.running) == [("grid25", 1, NS, 0)]
+    assert "no trial is started" in capsys.readouterr().out
+    handlers = {}
+    monkeypatch.setattr(pacgan_cpu.signal, "signal", lambda sig, handler: handlers.setdefault(sig, handler))
+    pacgan_cpu.run(ROWS, argparse.Namespace(**{**vars(args), "trials": 0}))  # every row full: returns at once
+    assert handlers[signal.SIGUSR1].__name__ == "drain" and handlers[signal.SIGTERM].__name__ == "stop"
+
+
 def test_after_a_trial_fails_no_trial_starts(tmp_path, capsys):
     args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=2, work=tmp_path)
     pool = pacgan_cpu.Pool(ROWS, args)
