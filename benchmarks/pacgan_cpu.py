@@ -18,7 +18,9 @@ results.json, curves.png in --units), and its core takes the next missing trial 
 or more of --stop-after is left. At --stop-after (the whole command's seconds) or on Ctrl-C the
 trials checkpoint and stop, and the same command continues them (exit status 3). A SIGUSR1
 (`kill -USR1 PID`) lets the running trials finish and be added but starts no more: the way to
-hand the cores to other rows without stopping a trial near its end.
+hand the cores to other rows without stopping a trial near its end. With --whole-trials a freed
+core starts a trial only when a trial as long as the longest one this command has added would
+finish before --stop-after: for a session whose checkpoints may not outlive its machine.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class Pool:
         self.running: dict[tuple, tuple[subprocess.Popen, Path]] = {}
         self.outcomes: dict[tuple, str] = {}  # added, stopped or failed: none of them is planned again
         self.stopping = False
+        self.started: dict[tuple, float] = {}
+        self.longest = 0.0  # seconds of the longest trial this command has added
 
     def next_trial(self) -> tuple | None:
         taken = seeds_held(self.args.units, self.args.iterations) | set(self.running) | set(self.outcomes)
@@ -123,7 +127,10 @@ class Pool:
     def fill(self) -> None:
         while not self.stopping and len(self.running) < self.args.jobs:
             seconds = max(self.deadline - time.monotonic(), 0.001)
-            late = seconds < self.MIN_START and self.outcomes  # the first trials start whatever the time
+            # the first trials start whatever the time; with --whole-trials a later one only if a
+            # trial as long as the longest so far would finish before the deadline
+            short = seconds < self.MIN_START or (self.args.whole_trials and seconds < self.longest)
+            late = short and self.outcomes
             trial = None if late else self.next_trial()
             if trial is None:
                 return
@@ -137,6 +144,7 @@ class Pool:
         process = subprocess.Popen(command(trial, folder / "out", self.args, seconds), stdout=log,
                                    stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
         self.running[trial] = (process, folder)
+        self.started[trial] = time.monotonic()
 
     def reap(self) -> None:
         """Each trial that has exited: added to --units (exit 0), or said to be stopped or failed."""
@@ -144,6 +152,8 @@ class Pool:
             if process.poll() is not None:
                 del self.running[trial]
                 self.outcomes[trial] = finish(trial, process.returncode, self.args)
+                if self.outcomes[trial] == "added":
+                    self.longest = max(self.longest, time.monotonic() - self.started.pop(trial))
                 # a failure (a broken install, a full disk) would fail the next trial too: start none
                 self.stopping |= self.outcomes[trial] == "failed"
 
@@ -218,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=pacgan.ITERATIONS, help="updates a trial (default: the published %(default)s)")
     parser.add_argument("--score-every", type=int, default=5000, help="updates between scorings (default: %(default)s)")
     parser.add_argument("--every", type=float, default=300, help="seconds between progress lines (default: %(default)s)")
+    parser.add_argument("--whole-trials", action="store_true", help="a freed core starts a trial only if the time left "
+                        "is at least the longest trial this command has added (for a machine whose build/ may not outlive it)")
     parser.add_argument("--dry-run", action="store_true", help="print the trials' commands, and how far any earlier run of each got, and stop")
     args = parser.parse_args(argv)
     try:

@@ -115,7 +115,8 @@ class _Signalled:
 
 
 def test_a_running_trial_is_not_planned_again_and_after_a_sigterm_no_trial_starts(tmp_path):
-    args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=2, work=tmp_path)
+    args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=2, work=tmp_path,
+                              whole_trials=False)
     pool = pacgan_cpu.Pool(ROWS, args)
     trial = _Signalled()
     pool.running[("grid25", 1, NS, 0)] = (trial, tmp_path)
@@ -128,7 +129,8 @@ def test_a_running_trial_is_not_planned_again_and_after_a_sigterm_no_trial_start
 
 
 def test_after_a_sigusr1_the_running_trials_go_on_and_no_trial_starts(tmp_path, capsys, monkeypatch):
-    args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=2, work=tmp_path)
+    args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=2, work=tmp_path,
+                              whole_trials=False)
     pool = pacgan_cpu.Pool(ROWS, args)
     trial = _Signalled()
     pool.running[("grid25", 1, NS, 0)] = (trial, tmp_path)
@@ -143,7 +145,8 @@ def test_after_a_sigusr1_the_running_trials_go_on_and_no_trial_starts(tmp_path, 
 
 
 def test_after_a_trial_fails_no_trial_starts(tmp_path, capsys):
-    args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=2, work=tmp_path)
+    args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=2, work=tmp_path,
+                              whole_trials=False)
     pool = pacgan_cpu.Pool(ROWS, args)
     pool.running = {("grid25", 1, NS, 0): (_Signalled(returncode=1), tmp_path),
                     ("grid25", 1, SAT, 0): (_Signalled(), tmp_path)}
@@ -152,3 +155,22 @@ def test_after_a_trial_fails_no_trial_starts(tmp_path, capsys):
     assert "pack1-grid25-seed0: failed (exit status 1); see" in capsys.readouterr().err
     pool.fill()  # a core is free, but the next trial would most likely fail the same way
     assert list(pool.running) == [("grid25", 1, SAT, 0)]
+
+
+def test_with_whole_trials_a_freed_core_starts_none_that_would_not_finish_before_the_deadline(tmp_path, monkeypatch):
+    clock, starts = [0.0], []
+    monkeypatch.setattr(pacgan_cpu.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pacgan_cpu, "finish", lambda trial, code, args: "added")
+    monkeypatch.setattr(pacgan_cpu.Pool, "start", lambda pool, trial, seconds: (
+        starts.append(trial), pool.running.__setitem__(trial, (_Signalled(), tmp_path))))
+    for whole_trials, started in [(True, []), (False, [("grid25", 1, SAT, 0)])]:
+        clock[0], starts[:] = 0.0, []
+        args = argparse.Namespace(stop_after=1000, units=tmp_path, iterations=4, trials=10, jobs=1, work=tmp_path,
+                                  whole_trials=whole_trials)
+        pool = pacgan_cpu.Pool(ROWS, args)
+        pool.running[("grid25", 1, NS, 0)] = (_Signalled(returncode=0), tmp_path)
+        pool.started[("grid25", 1, NS, 0)] = 0.0
+        clock[0] = 600.0  # the trial took 600 s; 400 s are left, more than MIN_START
+        pool.reap()
+        pool.fill()
+        assert pool.longest == 600.0 and starts == started
